@@ -1,0 +1,233 @@
+"""MaskReID networks: multi-stream stems, shared trunk, optional skipped fusing layer.
+
+The MaskReID idea (Qi et al. 2018): the original crop and its masked copy (background removed)
+enter through their own first layers, are concatenated along channels, and share the rest of the
+network; the "skipped fusing layer" pools the low, middle and high levels and fuses them into
+the 256-d embedding, so fine (low-level) and semantic (high-level) cues both reach the metric.
+
+Embedding head: fc -> BN -> ReLU, as DGD's ``fc7 -> fc7_bn -> relu7`` whose output is the
+feature DGD extracts. The classifier (softmax training only) is dropout + Linear on that
+embedding; DGD's domain-guided dropout is replaced by plain dropout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .inception import DGD_INPUT_SIZE, STEM_CHANNELS, dgd_levels, dgd_stem
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("dgd", "maskreid_m", "maskreid_mf", "resnet50_m", "resnet50_mf")
+DEFAULT_STREAMS = ("orig", "masked")
+
+
+class ModelOutput(NamedTuple):
+    """feat: [B, feat_dim] un-normalised embedding; logits: [B, C] or None (no classifier)."""
+
+    feat: torch.Tensor
+    logits: torch.Tensor | None
+
+
+def _fc_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.ReLU(inplace=True))
+
+
+class _MultiStreamNet(nn.Module):
+    """Shared plumbing: input checks, stream concatenation, heads (plain or fused)."""
+
+    def __init__(self, arch: str, streams: Sequence[str], level_channels: dict[str, int],
+                 fuse: bool, feat_dim: int, num_classes: int | None, dropout: float):
+        super().__init__()
+        if not streams:
+            raise ValueError(f"{arch}: streams must name at least one input stream")
+        if len(set(streams)) != len(streams):
+            raise ValueError(f"{arch}: duplicate stream names in {tuple(streams)}")
+        self.arch = arch
+        self.streams = tuple(streams)
+        self.num_streams = len(self.streams)
+        self.feat_dim = feat_dim
+        self.fuse = fuse
+        self.level_names = tuple(level_channels)
+        if fuse:
+            # skipped fusing layer: each level pooled and projected to feat_dim, then fused
+            self.proj = nn.ModuleDict({k: _fc_bn_relu(c, feat_dim) for k, c in level_channels.items()})
+            self.embed = _fc_bn_relu(feat_dim * len(level_channels), feat_dim)
+        else:
+            self.embed = _fc_bn_relu(level_channels[self.level_names[-1]], feat_dim)
+        self.classifier = None
+        if num_classes is not None:
+            if num_classes < 1:
+                raise ValueError(f"{arch}: num_classes must be >= 1, got {num_classes}")
+            self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat_dim, num_classes))
+            # as DGD's fc8: small gaussian weights keep the initial softmax near uniform
+            nn.init.normal_(self.classifier[1].weight, std=0.001)
+            nn.init.zeros_(self.classifier[1].bias)
+
+    # subclasses provide these two
+    def stem(self, inputs: list[torch.Tensor]) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def level_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _check_inputs(self, x: torch.Tensor, masked: torch.Tensor | None,
+                      more: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        inputs = [x] + ([] if masked is None else [masked]) + list(more)
+        if masked is None and more:
+            raise ValueError(f"{self.arch}: extra streams given without the masked input")
+        if len(inputs) != self.num_streams:
+            need = ", ".join(self.streams)
+            hint = " — pass the masked image: model(x, masked)" if masked is None else ""
+            raise ValueError(
+                f"{self.arch} has {self.num_streams} input stream(s) ({need}) but got "
+                f"{len(inputs)}{hint}"
+            )
+        for name, t in zip(self.streams, inputs):
+            if t.dim() != 4 or t.shape[1] != 3:
+                raise ValueError(f"{self.arch}: stream '{name}' must be [B,3,H,W], got {tuple(t.shape)}")
+            if t.shape != x.shape:
+                raise ValueError(
+                    f"{self.arch}: stream '{name}' has shape {tuple(t.shape)}, "
+                    f"'{self.streams[0]}' has {tuple(x.shape)}; all streams must match"
+                )
+        return inputs
+
+    def forward(self, x: torch.Tensor, masked: torch.Tensor | None = None,
+                *more: torch.Tensor) -> ModelOutput:
+        """x, masked (and further streams in ``self.streams`` order): [B,3,H,W] float tensors."""
+        inputs = self._check_inputs(x, masked, more)
+        levels = self.level_outputs(self.stem(inputs))
+        if self.fuse:
+            pooled = [self.proj[k](torch.flatten(F.adaptive_avg_pool2d(t, 1), 1))
+                      for k, t in zip(self.level_names, levels)]
+            feat = self.embed(torch.cat(pooled, 1))
+        else:
+            feat = self.embed(torch.flatten(F.adaptive_avg_pool2d(levels[-1], 1), 1))
+        logits = self.classifier(feat) if self.classifier is not None else None
+        return ModelOutput(feat, logits)
+
+
+class InceptionReID(_MultiStreamNet):
+    """``dgd`` (1 stream, no fusion), ``maskreid_m`` (2 streams) and ``maskreid_mf`` (+ fusion).
+
+    Each stream has its own conv1-3 + pool1 (32 channels); the stems' outputs are concatenated
+    (32 x num_streams channels) and enter the shared inception levels 4/5/6.
+    Default input 144 x 56 (DGD's crop); any size >= 32 x 16 works thanks to global pooling.
+    """
+
+    input_size = DGD_INPUT_SIZE
+
+    def __init__(self, arch: str, streams: Sequence[str], fuse: bool, feat_dim: int = 256,
+                 num_classes: int | None = None, dropout: float = 0.5):
+        levels, channels = dgd_levels(STEM_CHANNELS * len(streams))
+        super().__init__(arch, streams, channels, fuse, feat_dim, num_classes, dropout)
+        self.stems = nn.ModuleList(dgd_stem() for _ in self.streams)
+        self.levels = levels
+
+    def stem(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([s(t) for s, t in zip(self.stems, inputs)], 1)
+
+    def level_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for name in self.level_names:
+            x = self.levels[name](x)
+            outs.append(x)
+        return outs
+
+
+def resnet50_cache_file() -> str:
+    """Where torchvision's weights API looks for ResNet50_Weights.IMAGENET1K_V2 (TORCH_HOME aware)."""
+    from torchvision.models import ResNet50_Weights
+
+    url = ResNet50_Weights.IMAGENET1K_V2.url
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+class ResNetReID(_MultiStreamNet):
+    """``resnet50_m`` / ``resnet50_mf``: torchvision ResNet-50 with a multi-stream stem.
+
+    Each stream has its own conv1/bn1/maxpool/layer1 (256 channels); with more than one stream
+    their outputs are concatenated and a 1x1 conv + BN + ReLU maps them back to 256 channels,
+    then the shared layer2/3/4. The fused variant pools layer2, layer3 and layer4.
+    With ``pretrained`` every stream's stem starts from the same ImageNet weights and the 1x1
+    conv starts as the average of the streams, so the pretrained trunk sees familiar statistics.
+    Typical input 256 x 128.
+    """
+
+    input_size = (256, 128)
+
+    def __init__(self, arch: str, streams: Sequence[str], fuse: bool, feat_dim: int = 256,
+                 num_classes: int | None = None, dropout: float = 0.5, pretrained: bool = False):
+        from torchvision.models import ResNet50_Weights, resnet50
+
+        channels = {"layer2": 512, "layer3": 1024, "layer4": 2048}
+        super().__init__(arch, streams, channels, fuse, feat_dim, num_classes, dropout)
+        state = None
+        if pretrained:
+            path = resnet50_cache_file()
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{arch}: pretrained=True needs torchvision's ResNet50_Weights.IMAGENET1K_V2 "
+                    f"at {path} (torch hub cache, set by TORCH_HOME); it is missing and cannot "
+                    "be downloaded here. Put the file there or build with pretrained=False."
+                )
+            state = ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=False)
+            log.info("%s: loaded ImageNet weights from %s", arch, path)
+
+        def trunk() -> nn.Module:
+            net = resnet50(weights=None)
+            if state is not None:
+                net.load_state_dict(state)
+            return net
+
+        nets = [trunk() for _ in self.streams]
+        self.stems = nn.ModuleList(
+            nn.Sequential(n.conv1, n.bn1, n.relu, n.maxpool, n.layer1) for n in nets
+        )
+        s = self.num_streams
+        if s > 1:
+            conv = nn.Conv2d(256 * s, 256, 1, bias=False)
+            if pretrained:
+                with torch.no_grad():
+                    eye = torch.eye(256).view(256, 256, 1, 1) / s
+                    conv.weight.copy_(torch.cat([eye] * s, 1))
+            self.merge = nn.Sequential(conv, nn.BatchNorm2d(256), nn.ReLU(inplace=True))
+        else:
+            self.merge = nn.Identity()
+        self.layer2, self.layer3, self.layer4 = nets[0].layer2, nets[0].layer3, nets[0].layer4
+
+    def stem(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        return self.merge(torch.cat([s(t) for s, t in zip(self.stems, inputs)], 1))
+
+    def level_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x2 = self.layer2(x)
+        x3 = self.layer3(x2)
+        return [x2, x3, self.layer4(x3)]
+
+
+def build_model(arch: str, num_classes: int | None = None, feat_dim: int = 256,
+                pretrained: bool = False, streams: Sequence[str] = DEFAULT_STREAMS,
+                dropout: float = 0.5) -> _MultiStreamNet:
+    """Build one of ``ARCHS``. ``dgd`` always has the single stream ``("orig",)``.
+
+    ``pretrained`` applies to the ResNet archs only (the DGD trunk trains from scratch, as in
+    the paper); asking it for ``dgd``/``maskreid_*`` is an error rather than a silent no-op.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+    streams = tuple(streams)
+    if arch.startswith("resnet50"):
+        return ResNetReID(arch, streams, arch.endswith("_mf"), feat_dim, num_classes, dropout,
+                          pretrained=pretrained)
+    if pretrained:
+        raise ValueError(f"{arch}: no pretrained weights exist for the DGD trunk; use pretrained=False")
+    if arch == "dgd":
+        return InceptionReID(arch, streams[:1], False, feat_dim, num_classes, dropout)
+    return InceptionReID(arch, streams, arch == "maskreid_mf", feat_dim, num_classes, dropout)

@@ -1,0 +1,111 @@
+"""The paper's tables with our reproduced cells beside the published ones.
+
+Each evaluate@<cell> stage writes metrics/cells/<cell>.json; this module only reads them. A cell
+whose stage did not run says "not run" — a published figure is never copied into our column.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# Published figures (Qi et al., MaskReID), in percent. Only the cells we have the source for.
+PAPER: dict[str, dict[str, float]] = {
+    "market1501/sq": {"rank1": 90.02, "mAP": 75.30},
+    "market1501/sq_rerank": {"rank1": 92.04, "mAP": 88.03},
+    "market1501/mq_mean": {"rank1": 93.32, "mAP": 82.29},
+    "dukemtmc_reid/sq": {"rank1": 78.86, "mAP": 61.89},
+}
+
+EVALS = [  # (key in a cell JSON, column label)
+    ("sq", "single query"),
+    ("sq_rerank", "single query + re-ranking"),
+    ("mq_mean", "multi-query (mean)"),
+    ("mq_max", "multi-query (max)"),
+]
+
+TABLES = {
+    "t1": "Table 1: softmax pre-training on the small sets, rank-1 (%) per test set",
+    "t2": "Table 2: fine-tuned on the target (Market-1501 in the paper), rank-1 / mAP (%)",
+    "t3": "Table 3: fine-tuned on DukeMTMC-reID, rank-1 / mAP (%)",
+}
+
+
+def load_cells(metrics_dir: str | Path) -> dict[str, dict[str, Any]]:
+    cells = {}
+    for path in sorted(Path(metrics_dir).glob("*.json")):
+        try:
+            cells[path.stem] = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: invalid JSON ({e})") from e
+    return cells
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def _pair(m: dict[str, Any] | None) -> str:
+    if not m:
+        return "not run"
+    return f"{_fmt(m.get('rank1'))} / {_fmt(m.get('mAP'))}"
+
+
+def _paper_pair(dataset: str, key: str) -> str:
+    p = PAPER.get(f"{dataset}/{key}")
+    return f"{p['rank1']:.2f} / {p['mAP']:.2f}" if p else "—"
+
+
+def _delta(m: dict[str, Any] | None, dataset: str, key: str) -> str:
+    p = PAPER.get(f"{dataset}/{key}")
+    if not p or not m:
+        return ""
+    return f"{m['rank1'] - p['rank1']:+.2f} / {m['mAP'] - p['mAP']:+.2f}"
+
+
+def build_report(cell_params: dict[str, dict[str, Any]], cells: dict[str, dict[str, Any]]) -> tuple[str, dict]:
+    """Markdown and JSON of Tables 1-3 for every configured cell (run or not)."""
+    lines = ["# MaskReID: reproduced tables", ""]
+    lines.append(
+        "Each row is one `evaluate@<cell>` stage (metrics/cells/<cell>.json). 'paper' is the "
+        "published figure where we have it; 'not run' means the stage has produced no metrics yet."
+    )
+    out: dict[str, Any] = {"tables": {}}
+    for prefix, title in TABLES.items():
+        names = [n for n in cell_params if n.startswith(prefix + "_")]
+        if not names:
+            continue
+        lines += ["", f"## {title}", ""]
+        table_rows = []
+        if prefix == "t1":
+            lines.append("| cell | model | test set | protocol | rank-1 | rank-5 | rank-10 | mAP |")
+            lines.append("|---|---|---|---|---|---|---|---|")
+            for n in names:
+                cfg, res = cell_params[n], cells.get(n)
+                m = (res or {}).get("sq")
+                row = [n, cfg["model"], cfg["dataset"], (res or {}).get("protocol", "—")]
+                row += [_fmt(m.get(k)) if m else "not run" for k in ("rank1", "rank5", "rank10", "mAP")]
+                lines.append("| " + " | ".join(row) + " |")
+                table_rows.append({"cell": n, **cfg, "result": m})
+        else:
+            head = "| cell | model | eval | ours rank-1 / mAP | paper rank-1 / mAP | ours − paper |"
+            lines += [head, "|---|---|---|---|---|---|"]
+            for n in names:
+                cfg, res = cell_params[n], cells.get(n) or {}
+                ds = cfg["dataset"]
+                keys = [k for k, _ in EVALS if k in res] or ["sq"]
+                for k in keys:
+                    label = dict(EVALS)[k]
+                    m = res.get(k)
+                    lines.append(
+                        f"| {n} | {cfg['model']} | {label} | {_pair(m)} | {_paper_pair(ds, k)} | {_delta(m, ds, k)} |"
+                    )
+                    table_rows.append({"cell": n, **cfg, "eval": k, "result": m, "paper": PAPER.get(f"{ds}/{k}")})
+        notes = sorted({json.dumps(c.get("setup", {}), sort_keys=True) for c in (cells.get(n) for n in names) if c})
+        if notes:
+            lines += ["", "Set-up of these cells (pre-training sets, mask backend, AP rule):", ""]
+            lines += [f"- `{s}`" for s in notes]
+        out["tables"][prefix] = table_rows
+    lines.append("")
+    return "\n".join(lines), out

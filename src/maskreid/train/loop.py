@@ -1,0 +1,328 @@
+"""The training loop: one code path for CPU, one GPU and torchrun/DDP.
+
+A killed run resumes to the same weights as an uninterrupted one: the checkpoint holds the model,
+optimizer, scheduler, grad scaler, the position in the epoch and the RNG states, and the data
+order and augmentation are pure functions of (seed, epoch, batch) (see ``data.SeededBatches``),
+so resuming never depends on replaying a global RNG stream.
+
+``cfg`` keys (defaults in ``DEFAULTS``):
+
+- ``optimizer``: ``sgd`` | ``adam``; ``lr``; ``momentum`` (SGD; Adam's beta1); ``nesterov``;
+  ``weight_decay``.
+- ``schedule``: ``cosine`` (to ``lr * min_lr_ratio``) | ``step`` (``lr * gamma`` every
+  ``step_size`` steps, or at each of ``milestones`` steps) | ``constant``; ``warmup_steps``
+  (linear warm-up from ``lr * warmup_factor``). The schedule is per optimizer step.
+- ``epochs`` or ``max_steps`` (``max_steps`` wins when set); an epoch is ``len(batch_sampler)``.
+- ``log_every`` (steps), ``checkpoint_every`` (steps; 0 = only the final one), ``resume``.
+- ``seed``; ``num_workers`` (DataLoader workers that decode images; 0 decodes in-process).
+- ``amp``: ``bf16`` | ``fp16`` | ``none`` — autocast on CUDA only (a GradScaler for fp16);
+  ignored on CPU. ``channels_last`` (CUDA only). ``grad_clip``: max grad norm or ``None``.
+- ``loss_input``: ``feat`` (metric losses) | ``logits`` (softmax); ``softmax_weight``: adds
+  ``w * cross_entropy(logits)`` to a metric loss (needs a model with a classifier).
+- ``device``: ``None`` picks CUDA when present; ``progress``: tqdm bar on rank 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from maskreid.train import distributed as dist_utils
+from maskreid.train.data import SeededBatches
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+DEFAULTS: dict = {
+    "optimizer": "sgd",
+    "lr": 0.01,
+    "momentum": 0.9,
+    "nesterov": False,
+    "weight_decay": 5e-4,
+    "schedule": "cosine",
+    "min_lr_ratio": 0.0,
+    "step_size": None,
+    "milestones": None,
+    "gamma": 0.1,
+    "warmup_steps": 0,
+    "warmup_factor": 0.01,
+    "epochs": 1,
+    "max_steps": None,
+    "log_every": 10,
+    "checkpoint_every": 500,
+    "resume": True,
+    "seed": 0,
+    "num_workers": 0,
+    "amp": "bf16",
+    "channels_last": True,
+    "grad_clip": None,
+    "loss_input": "feat",
+    "softmax_weight": 0.0,
+    "device": None,
+    "progress": True,
+}
+# keys that do not change the result: a checkpoint written under other values still resumes
+_NON_RESULT_KEYS = {"log_every", "checkpoint_every", "resume", "num_workers", "progress", "device"}
+
+
+def resolve_cfg(cfg: dict | None) -> dict:
+    cfg = {**DEFAULTS, **(cfg or {})}
+    unknown = set(cfg) - set(DEFAULTS) - {"meta"}
+    if unknown:
+        raise KeyError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    if cfg["optimizer"] not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg['optimizer']!r}")
+    if cfg["schedule"] not in ("cosine", "step", "constant"):
+        raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {cfg['schedule']!r}")
+    if cfg["amp"] not in ("bf16", "fp16", "none", None, False):
+        raise ValueError(f"amp must be 'bf16', 'fp16' or 'none', got {cfg['amp']!r}")
+    if cfg["loss_input"] not in ("feat", "logits"):
+        raise ValueError(f"loss_input must be 'feat' or 'logits', got {cfg['loss_input']!r}")
+    return cfg
+
+
+def fingerprint(cfg: dict) -> str:
+    """Hash of the options that change the trained weights (``meta`` included)."""
+    keep = {k: v for k, v in cfg.items() if k not in _NON_RESULT_KEYS}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
+            weight_decay=cfg["weight_decay"],
+        )
+    return torch.optim.Adam(
+        params, lr=cfg["lr"], betas=(cfg["momentum"], 0.999), weight_decay=cfg["weight_decay"]
+    )
+
+
+def lr_factor(step: int, total: int, cfg: dict) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based) of ``total``."""
+    warm = int(cfg["warmup_steps"] or 0)
+    if step < warm:
+        a = step / warm
+        return cfg["warmup_factor"] * (1 - a) + a
+    if cfg["schedule"] == "constant":
+        return 1.0
+    if cfg["schedule"] == "step":
+        if cfg["milestones"]:
+            return cfg["gamma"] ** sum(step >= m for m in cfg["milestones"])
+        size = cfg["step_size"] or max(total // 3, 1)
+        return cfg["gamma"] ** (step // size)
+    span = max(total - warm, 1)
+    t = min((step - warm) / span, 1.0)
+    lo = cfg["min_lr_ratio"]
+    return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temp sibling, then rename: a kill never leaves a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict | None,
+        out_dir: str | Path, live=None) -> dict:
+    """Train ``model`` in place; checkpoints to ``out_dir/checkpoint.pt`` and resumes from it.
+
+    ``batch_sampler`` yields index lists (with ``set_epoch`` if it reshuffles per epoch) and must
+    already be sharded for this rank under DDP. ``live`` is an open ``dvclive.Live`` (rank 0) or
+    ``None``. Returns ``{"steps", "epochs", "final_loss", "img_per_s", "resumed_from", ...}``.
+    """
+    cfg = resolve_cfg(cfg)
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    info = dist_utils.current()
+    device = torch.device(cfg["device"] or (f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg["amp"]) if cuda else None
+    fp = fingerprint(cfg)
+
+    per_epoch = len(batch_sampler)
+    if per_epoch == 0:
+        raise ValueError("the batch sampler yields no batches: too few images/identities for its P/K/N")
+    total = int(cfg["max_steps"]) if cfg["max_steps"] else int(cfg["epochs"]) * per_epoch
+
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"] % 2**32)
+    random.seed(cfg["seed"])
+
+    model.to(device)
+    if cuda and cfg["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model.parameters(), cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    step, epoch, batch_in_epoch, resumed_from = 0, 0, 0, None
+    history: dict = {"img_per_s": [], "loss": None}
+    if cfg["resume"] and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("fingerprint") != fp:
+            warnings.warn(
+                f"{ckpt_path} was written under other training options (fingerprint "
+                f"{ckpt.get('fingerprint')} != {fp}); starting from scratch and overwriting it",
+                stacklevel=2,
+            )
+        else:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+            history = ckpt.get("history", history)
+            _set_rng_state(ckpt["rng"])
+            resumed_from = step
+
+    train_model = model
+    if info.world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if cuda else None
+        )
+    streams = getattr(model, "num_streams", 1)
+
+    def checkpoint() -> None:
+        dist_utils.barrier()
+        if info.rank == 0:
+            save_atomic(
+                {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                    "rng": _rng_state(), "fingerprint": fp, "history": history,
+                },
+                ckpt_path,
+            )
+        dist_utils.barrier()
+
+    main = info.rank == 0
+    bar = tqdm(total=total, initial=step, disable=not (main and cfg["progress"]), unit="step",
+               dynamic_ncols=True)
+    loader_gen = torch.Generator()
+    train_model.train()
+    win = {"loss": 0.0, "correct": 0, "n": 0, "steps": 0, "t": time.perf_counter()}
+    last_ckpt_step = step
+    while step < total:
+        if batch_in_epoch >= per_epoch:
+            epoch, batch_in_epoch = epoch + 1, 0
+        loader_gen.manual_seed(cfg["seed"] * 100003 + epoch)
+        loader = DataLoader(
+            dataset, batch_sampler=SeededBatches(batch_sampler, cfg["seed"], epoch, skip=batch_in_epoch),
+            num_workers=cfg["num_workers"], pin_memory=cuda, generator=loader_gen,
+            persistent_workers=False,
+        )
+        for x, masked, y in loader:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            masked = masked.to(device, non_blocking=True) if streams > 1 and masked.numel() else None
+            if cuda and cfg["channels_last"]:
+                x = x.contiguous(memory_format=torch.channels_last)
+                if masked is not None:
+                    masked = masked.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = train_model(x, masked)
+            logits = out.logits.float() if out.logits is not None else None
+            if cfg["loss_input"] == "logits":
+                if logits is None:
+                    raise ValueError("loss_input='logits' needs a model built with num_classes")
+                loss = loss_fn(logits, y)
+            else:
+                loss = loss_fn(out.feat.float(), y)
+            if cfg["softmax_weight"]:
+                loss = loss + cfg["softmax_weight"] * F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg["grad_clip"]:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            batch_in_epoch += 1
+
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise FloatingPointError(f"loss is {lv} at step {step} (epoch {epoch}); lower lr?")
+            win["loss"] += lv
+            win["n"] += len(y)
+            win["steps"] += 1
+            if logits is not None:
+                win["correct"] += int((logits.argmax(1) == y).sum())
+            bar.update(1)
+            if step % cfg["log_every"] == 0 or step == total:
+                dt = time.perf_counter() - win["t"]
+                ips = win["n"] * info.world_size / max(dt, 1e-9)
+                metrics = {"train/loss": win["loss"] / win["steps"], "train/lr": scheduler.get_last_lr()[0],
+                           "train/img_per_s": ips}
+                if logits is not None:
+                    metrics["train/acc"] = win["correct"] / win["n"]
+                history["img_per_s"].append(ips)
+                history["loss"] = metrics["train/loss"]
+                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", img_s=f"{ips:.0f}")
+                if main and live is not None:
+                    live.step = step
+                    for k, v in metrics.items():
+                        live.log_metric(k, v)
+                    live.next_step()
+                win = {"loss": 0.0, "correct": 0, "n": 0, "steps": 0, "t": time.perf_counter()}
+            if cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0 and step < total:
+                checkpoint()
+                last_ckpt_step = step
+            if step >= total:
+                break
+    bar.close()
+    if last_ckpt_step != step or not ckpt_path.exists():
+        checkpoint()
+    rates = history["img_per_s"]
+    steady = rates[1:] if len(rates) > 1 else rates  # the first window includes warm-up
+    return {
+        "steps": step,
+        "epochs": step / per_epoch,
+        "final_loss": history["loss"],
+        "img_per_s": float(np.mean(steady)) if steady else None,
+        "resumed_from": resumed_from,
+        "world_size": info.world_size,
+        "device": str(device),
+        "fingerprint": fp,
+    }

@@ -1,0 +1,50 @@
+import json
+
+from maskreid.report import build_report, load_cells
+from maskreid.report.sweep import sweep_rows, table4_from_experiments
+
+
+def _cell(r1, mAP):
+    return {"rank1": r1, "rank5": r1 + 1, "rank10": r1 + 2, "mAP": mAP}
+
+
+def test_report_puts_ours_beside_paper_and_marks_missing(tmp_path):
+    (tmp_path / "t2_market1501_rank.json").write_text(
+        json.dumps({"protocol": "market", "sq": _cell(80.0, 60.0), "sq_rerank": _cell(85.0, 75.5), "setup": {"ap_rule": "market"}})
+    )
+    params = {
+        "t2_market1501_rank": {"model": "finetune/market1501_rank", "dataset": "market1501"},
+        "t3_dukemtmc_reid_rank": {"model": "finetune/dukemtmc_reid_rank", "dataset": "dukemtmc_reid"},
+        "t1_dgd_viper": {"model": "pretrain/dgd", "dataset": "viper"},
+    }
+    md, js = build_report(params, load_cells(tmp_path))
+    assert "| t2_market1501_rank | finetune/market1501_rank | single query | 80.00 / 60.00 | 90.02 / 75.30 | -10.02 / -15.30 |" in md
+    assert "| 85.00 / 75.50 | 92.04 / 88.03 | -7.04 / -12.53 |" in md
+    # a cell whose stage did not run never shows a number, let alone the paper's
+    duke = [line for line in md.splitlines() if line.startswith("| t3_dukemtmc_reid_rank")]
+    assert duke and "not run" in duke[0] and "78.86 / 61.89" in duke[0]
+    t1 = [line for line in md.splitlines() if line.startswith("| t1_dgd_viper")]
+    assert t1[0].count("not run") == 4
+    assert js["tables"]["t2"][0]["result"]["rank1"] == 80.0
+
+
+def test_table4_from_experiment_json():
+    def rec(name, alpha, lam, r1):
+        return {
+            "rev": name,
+            "name": name,
+            "data": {
+                "params": {"params.yaml": {"data": {"loss": {"alpha": alpha, "lambda": lam}}}},
+                "metrics": {"metrics/cells/t2_synthetic_rank.json": {"data": {"sq": _cell(r1, r1 - 10)}},
+                            "metrics/cells/t1_dgd_synthetic.json": {"data": {"sq": _cell(1.0, 1.0)}}},
+            },
+        }
+
+    exp = [{"rev": "workspace", "data": {"params": {}, "metrics": {}}},
+           {"rev": "main", "data": {"params": {}}, "experiments": [{"revs": [rec("e1", 0.1, 0, 50.0)]},
+                                                                   {"revs": [rec("e2", 0.15, 2, 60.0)]}]}]
+    rows = sweep_rows(exp)
+    assert {(r["alpha"], r["lambda"], r["rank1"]) for r in rows} == {(0.1, 0, 50.0), (0.15, 2, 60.0)}
+    md = table4_from_experiments(exp)
+    assert "| t2_synthetic_rank | 0.15 | 2 | 60.00 | 50.00 | e2 |" in md
+    assert "t1_dgd" not in md
