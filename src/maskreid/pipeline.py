@@ -84,48 +84,95 @@ def run_ingest(name: str, params: dict) -> dict:
     else:
         from maskreid.datasets.ingest import ingest
 
-        card = ingest(name, receipt["path"], out)
+        card = ingest(name, receipt["path"], out, archives_dir=get(params, "paths.archives"))
     card = {"dataset": name, "source": receipt.get("path", "synthetic"), **card}
     write_json(METRICS / "datasets" / f"{name}.json", card)
     return card
 
 
 # --------------------------------------------------------------------------- segmentation
-def segment_cfg(params: dict, backend: str | None = None) -> dict:
-    cfg = dict(get(params, "segment"))
-    if backend is not None:  # a comparison backend: its preset defaults
-        cfg = {"backend": backend, "batch_size": cfg.get("batch_size", 64), "num_workers": cfg.get("num_workers", 0)}
-    return cfg
+def _segmenter_cfg(cfg: dict) -> dict:
+    """params.segment -> build_segmenter's dict (backend + that backend's own params)."""
+    backend = cfg["backend"]
+    out: dict[str, Any] = {"backend": backend}
+    if backend == "torchvision":
+        out.update(model=cfg["model"], size=list(cfg.get("working_size", [256, 128])), batch_size=cfg.get("batch_size", 64))
+    elif backend == "smp":
+        out.update(path=cfg["model"])
+    elif backend == "onnx":
+        out.update(preset=cfg["model"])
+    return out
+
+
+def _compare_cfg(name: str) -> dict:
+    """A comparison backend by short name: an ONNX preset, grabcut, or a torchvision model."""
+    if name in ("pose", "deeplab_voc", "bodypix"):
+        return {"backend": "onnx", "preset": name}
+    if name in ("grabcut", "ground_truth"):
+        return {"backend": name}
+    return {"backend": "torchvision", "model": name}
 
 
 def run_segment(name: str, params: dict) -> dict:
-    """Images -> person masks (resumable cache) + the mask quality report."""
-    from maskreid.segment import build_segmenter, segment_dataset
-    from maskreid.segment.quality import quality_report
+    """Images -> person masks (resumable cache) + the mask quality report.
 
-    cfg = segment_cfg(params)
-    segmenter = build_segmenter(cfg)
+    The main backend segments every crop. The backends in ``segment.compare`` are measured on a
+    fixed seeded sample (``segment.quality_sample`` crops, all when null) against the reference
+    masks (``segment.reference.<dataset>``: a human-parsing tar; else the dataset's gt_mask), so
+    the report ranks every backend on the same crops.
+    """
+    import time
+
+    from maskreid.segment import build_segmenter
+    from maskreid.segment.quality import parsing_reference, quality_report
+    from maskreid.segment.run import segment_dataset
+    from maskreid.store.shards import read_frame, write_shards
+
+    cfg = dict(get(params, "segment"))
+    threshold = get(params, "mask.threshold")
+    report_dir = REPORTS / "segmentation" / name
     stats = segment_dataset(
-        IMAGES / name,
-        MASKS / name,
-        segmenter,
-        cache_dir=MASK_CACHE,
-        batch_size=cfg.get("batch_size", 64),
-        num_workers=cfg.get("num_workers", 0),
+        IMAGES / name, MASKS / name, build_segmenter(_segmenter_cfg(cfg)), cache_dir=MASK_CACHE,
+        batch_size=cfg.get("batch_size", 64), num_workers=cfg.get("num_workers", 0), threshold=threshold,
     )
-    compare = {}
-    for backend in cfg.get("compare") or []:
-        compare[backend] = build_segmenter(segment_cfg(params, backend))
-    report = quality_report(
-        name,
-        IMAGES / name,
-        MASKS / name,
-        REPORTS / "segmentation" / name,
-        compare=compare,
-        sample=cfg.get("quality_sample"),
-        reference=cfg.get("reference", {}).get(name) if isinstance(cfg.get("reference"), dict) else None,
-    )
-    result = {"dataset": name, "backend": segmenter.describe(), "run": stats, **report}
+    ref_src = (cfg.get("reference") or {}).get(name)
+    meta = read_frame(IMAGES / name, ["image_id", "split"])
+    reference = parsing_reference(ref_src, meta.image_id.tolist()) if ref_src else None
+    main = quality_report(MASKS / name, report_dir, images_dir=IMAGES / name, reference=reference, threshold=threshold)
+    result: dict[str, Any] = {"dataset": name, "backend": stats["backend"], "run": stats,
+                              "reference": ref_src or "gt_mask (where the dataset ships one)", "quality": main}
+
+    compare = list(cfg.get("compare") or [])
+    if compare:
+        pool = meta[meta.image_id.isin(reference)] if reference else meta
+        n = cfg.get("quality_sample")
+        sample = pool.sample(n=min(n, len(pool)), random_state=0) if n else pool
+        frame = read_frame(IMAGES / name)
+        frame = frame[frame.image_id.isin(set(sample.image_id))]
+        sample_dir = Path("data/cache/quality") / name / "images"
+        write_shards(frame.to_dict("records"), sample_dir)
+        outs: dict[str, Path] = {}
+        per_backend: dict[str, Any] = {}
+        # the main backend first (its masks come straight from the cache), then each comparison
+        for b, bcfg in [(f"{stats['backend']} (main)", _segmenter_cfg(cfg))] + [(b, _compare_cfg(b)) for b in compare]:
+            slug = b.split(" ")[0] + ("_main" if b.endswith("(main)") else "")
+            out = Path("data/cache/quality") / name / slug
+            try:
+                seg = build_segmenter(bcfg)
+            except FileNotFoundError as e:  # e.g. torchvision weights not in the hub cache offline
+                per_backend[b] = {"skipped": str(e)}
+                continue
+            t0 = time.perf_counter()
+            run = segment_dataset(sample_dir, out, seg, cache_dir=MASK_CACHE, batch_size=cfg.get("batch_size", 64),
+                                  threshold=threshold, progress=False)
+            q = quality_report(out, report_dir / slug, images_dir=sample_dir, reference=reference, threshold=threshold)
+            speed = stats.get("crops_per_s") if b.endswith("(main)") else run.get("crops_per_s")
+            per_backend[b] = {"crops_per_s": speed, "seconds": round(time.perf_counter() - t0, 1), **q}
+            outs[b] = out
+        result["compare"] = {"sample": int(len(sample)), "backends": per_backend}
+        from maskreid.segment.quality import pairwise_iou
+
+        result["pairwise_iou"] = pairwise_iou(outs, threshold)
     write_json(METRICS / "segmentation" / f"{name}.json", result)
     return result
 
@@ -143,7 +190,8 @@ def run_splits(name: str, params: dict) -> dict:
     if classic.exists():
         side["classic_splits"] = read_json(classic)
     seed = get(params, "splits.seed")
-    manifest = build_manifest(name, frame, cfg["protocol"], seed=seed, trials=get(params, "splits.trials"), side_files=side)
+    trials = get(params, "splits.trials") if cfg["protocol"] == "single_shot" else None  # others: fixed splits
+    manifest = build_manifest(name, frame, cfg["protocol"], seed=seed, trials=trials, side_files=side)
     meta = {"dataset": name, "protocol": cfg["protocol"], "seed": seed, "subset": cfg.get("subset")}
     if cfg.get("subset"):
         manifest = subset_manifest(manifest, **cfg["subset"])
@@ -164,7 +212,7 @@ def _train_frame(datasets: list[str], trial: int = 0):
 
 
 def _masks_for(datasets: list[str]) -> dict[str, bytes]:
-    from maskreid.segment import load_masks
+    from maskreid.store.masks import load_masks
 
     masks: dict[str, bytes] = {}
     for d in datasets:
@@ -173,8 +221,6 @@ def _masks_for(datasets: list[str]) -> dict[str, bytes]:
 
 
 def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init: Path | None, params: dict) -> dict:
-    from dvclive import Live
-
     from maskreid.train import train_model
     from maskreid.train.data import attach_images
 
@@ -182,24 +228,32 @@ def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init:
     masks = _masks_for(datasets)
     optim = dict(get(params, f"{kind}.optim"))
     optim["seed"] = get(params, "seed")
+    batch_size = optim.pop("batch_size")
+    sampler = get(params, "sampler")
+    sampler_cfg = {  # which batch each loss needs: plain shuffled, MaskReID 1 x P + N, or P x K
+        "softmax": {"kind": "shuffle", "batch_size": batch_size},
+        "rank": {"kind": "maskreid", "P": sampler["P"], "N": sampler["N"]},
+        "npair": {"kind": "maskreid", "P": sampler["P"], "N": sampler["N"]},
+        "triplet": {"kind": "pk", "P": sampler["pk_p"], "K": sampler["pk_k"]},
+    }[loss]
     loss_cfg = dict(get(params, "loss"))
     out_dir = MODELS / kind / key
-    with Live(str(Path("dvclive") / kind / key), dvcyaml=False, save_dvc_exp=False) as live:
-        summary = train_model(
-            train_frame=frame,
-            masks=masks,
-            arch=run.get("arch") or _arch_of(init),
-            loss_name=loss,
-            loss_cfg=loss_cfg,
-            sampler_cfg=dict(get(params, "sampler")),
-            optim_cfg=optim,
-            out_dir=out_dir,
-            init_from=init,
-            input_size=(get(params, "input.height"), get(params, "input.width")),
-            mask_cfg=dict(get(params, "mask")),
-            feat_dim=get(params, "model.feat_dim"),
-            live=live,
-        )
+    size = (get(params, "input.height"), get(params, "input.width"))
+    mask = get(params, "mask")
+    summary = train_model(
+        frame,
+        masks,
+        arch=run.get("arch") or _arch_of(init),
+        loss_name=loss,
+        loss_cfg=_loss_options(loss, loss_cfg),
+        sampler_cfg=sampler_cfg,
+        optim_cfg=optim,
+        out_dir=out_dir,
+        init_from=init,
+        live_dir=Path("dvclive") / kind / key,
+        data_cfg={"size": size, "mask_mode": mask["mode"], "mask_threshold": mask["threshold"]},
+        model_cfg={"feat_dim": get(params, "model.feat_dim"), "width": get(params, "model.width")},
+    )
     result = {
         "stage": f"{kind}@{key}",
         "datasets": datasets,
@@ -210,6 +264,15 @@ def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init:
     }
     write_json(METRICS / "train" / f"{kind}_{key}.json", result)
     return result
+
+
+def _loss_options(loss: str, cfg: dict) -> dict:
+    """params.loss -> the chosen loss's own keyword arguments."""
+    if loss == "rank":
+        return {"alpha": cfg["alpha"], "lam": cfg["lambda"], "top_k": cfg.get("top_k")}
+    if loss == "triplet":
+        return {"margin": cfg["margin"]}
+    return {}
 
 
 def _arch_of(model_path: Path | None) -> str:
@@ -239,8 +302,8 @@ def run_evaluate(key: str, params: dict) -> dict:
     import torch
 
     from maskreid.evaluate.features import extract_features, save_features
-    from maskreid.evaluate.protocols import evaluate_cell
-    from maskreid.splits import read_manifest
+    from maskreid.evaluate.cell import evaluate_cell
+    from maskreid.splits import read_manifest, read_meta
     from maskreid.train import load_model
     from maskreid.train.data import attach_images
 
@@ -248,14 +311,16 @@ def run_evaluate(key: str, params: dict) -> dict:
     name = cell["dataset"]
     ecfg = dict(get(params, "evaluate"))
     manifest = read_manifest(SPLITS / name)
-    meta = read_json(SPLITS / name / "meta.json")
+    meta = read_meta(SPLITS / name)
     test = manifest[manifest.role != "train"]
     images = test.drop_duplicates("image_id").reset_index(drop=True)
     frame = attach_images(images, [IMAGES / name])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_path = MODELS / cell["model"] / "model.pt"
-    model, info = load_model(model_path, device)
+    model = load_model(model_path, device)
+    info = getattr(model, "train_meta", {}) or {}
     masks = _masks_for([name]) if model.num_streams > 1 else None
+    mask = get(params, "mask")
     feats = extract_features(
         model,
         frame,
@@ -263,8 +328,9 @@ def run_evaluate(key: str, params: dict) -> dict:
         size=(get(params, "input.height"), get(params, "input.width")),
         batch_size=ecfg.get("batch_size", 256),
         device=device,
-        mask_cfg=dict(get(params, "mask")),
         flip=ecfg.get("flip", False),
+        mask_mode=mask["mode"],
+        mask_threshold=mask["threshold"],
     )
     save_features(FEATURES / f"{key}.npz", feats, frame)
     index = {iid: i for i, iid in enumerate(frame.image_id)}
@@ -285,7 +351,7 @@ def run_evaluate(key: str, params: dict) -> dict:
         "dataset": name,
         "protocol": meta["protocol"],
         "setup": {
-            "arch": info.get("arch"),
+            "arch": model.arch,
             "pretrain_sets": _pretrain_sets(cell["model"], params),
             "mask_backend": seg.get("backend"),
             "ap_rule": ecfg["ap"],
@@ -294,8 +360,10 @@ def run_evaluate(key: str, params: dict) -> dict:
         **results,
     }
     out["train_summary"] = {k: v for k, v in train_info.items() if isinstance(v, (int, float, str))}
-    write_json(METRICS / "cells" / f"{key}.json", out)
     cmc = results.get("sq", {}).get("cmc") or []
+    for r in results.values():  # the curve goes to reports/cmc (a plot), not into the metrics
+        r.pop("cmc", None)
+    write_json(METRICS / "cells" / f"{key}.json", out)
     write_json(REPORTS / "cmc" / f"{key}.json", [{"rank": i + 1, "cmc": float(np.round(c, 4))} for i, c in enumerate(cmc)])
     return out
 

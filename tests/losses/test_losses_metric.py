@@ -165,3 +165,11 @@ def test_softmax_and_build_loss():
         build_loss("arcface")
     with pytest.raises(TypeError, match="rank"):
         build_loss("rank", beta=1)
+
+
+def test_half_precision_features_are_computed_in_float32():
+    feat, labels = batch(seed=4)
+    ref = RankingLoss()(feat.float(), labels)
+    half = RankingLoss()(feat.to(torch.bfloat16), labels)
+    assert half.dtype == torch.float32
+    assert half.item() == pytest.approx(ref.item(), abs=5e-2)

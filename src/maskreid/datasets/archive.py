@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import re
 import shutil
 import tarfile
 import zipfile
@@ -64,8 +65,7 @@ def archive_kind(path: str | Path) -> str:
 
 def normalise(name: str) -> str | None:
     """Archive member name -> clean posix path, or None for entries that are never data."""
-    name = name.replace("\\", "/")
-    parts = [s for s in PurePosixPath(name).parts if s not in ("", ".", "/")]
+    parts = [s for s in name.replace("\\", "/").split("/") if s and s != "."]
     if not parts or ".." in parts:
         return None
     if any(s.lower() in _JUNK_DIRS for s in parts[:-1]):
@@ -78,17 +78,20 @@ def normalise(name: str) -> str | None:
 
 def has_ext(path: str, exts: Iterable[str]) -> bool:
     """Suffix test that sees ``x.jpg.jpg`` as a .jpg."""
-    return PurePosixPath(path).suffix.lower() in exts
+    return os.path.splitext(path)[1].lower() in exts
 
 
 class Archive:
-    """A dataset source. ``markers``: entry names expected directly inside the top folder
-    (at least one must occur); ``top_folder`` only improves error messages."""
+    """A dataset source. ``markers``: entry names (or compiled regexes matching names) expected
+    directly inside the top folder (at least one must occur); ``top_folder`` only improves error
+    messages."""
 
-    def __init__(self, source: str | Path, markers: Iterable[str], top_folder: str = ""):
+    def __init__(self, source: str | Path, markers: Iterable[str | re.Pattern], top_folder: str = ""):
         self.path = Path(source)
         self.kind = archive_kind(self.path)
-        self.markers = frozenset(markers)
+        markers = tuple(markers)
+        self.markers = frozenset(m for m in markers if isinstance(m, str))
+        self.marker_res = tuple(m for m in markers if not isinstance(m, str))
         self.top_folder = top_folder
         self._prefix: tuple[str, ...] | None = None
 
@@ -129,19 +132,25 @@ class Archive:
                     f"{self.path}: unreadable or truncated tar archive ({type(e).__name__}: {e})"
                 ) from e
 
+    def _is_marker(self, name: str) -> bool:
+        return name in self.markers or any(r.match(name) for r in self.marker_res)
+
+    def _has_marker(self, path: str) -> bool:
+        return any(self._is_marker(s) for s in path.split("/"))
+
     def _locate(self, path: str) -> str | None:
         """Path relative to the top folder, or None when the entry lies outside it."""
         parts = tuple(path.split("/"))
         if self._prefix is None:
             for i, part in enumerate(parts):
-                if part in self.markers:
+                if self._is_marker(part):
                     self._prefix = parts[:i]
                     break
             else:
                 return None
         n = len(self._prefix)
         if parts[:n] != self._prefix or len(parts) <= n:
-            if any(p in self.markers for p in parts):
+            if any(self._is_marker(p) for p in parts):
                 raise LayoutError(
                     f"{self.path}: two copies of the layout ({'/'.join(self._prefix) or '<root>'} and "
                     f"{path}); keep one"
@@ -153,7 +162,7 @@ class Archive:
         top = f"a '{self.top_folder}/' folder holding " if self.top_folder else ""
         return LayoutError(
             f"{self.path}: no entry matches the expected layout ({top}"
-            f"{', '.join(sorted(self.markers))}); is this the right archive?"
+            f"{', '.join(sorted(self.markers) + [r.pattern for r in self.marker_res])}); is this the right archive?"
         )
 
     # -- public ----------------------------------------------------------------------------
@@ -162,7 +171,7 @@ class Archive:
         (name order for folders). Raises LayoutError if the top folder is never found."""
         exts = frozenset(exts)
         self._prefix = None
-        for path, opener in self._raw(lambda p: has_ext(p, exts) or any(s in self.markers for s in p.split("/"))):
+        for path, opener in self._raw(lambda p: has_ext(p, exts) or self._has_marker(p)):
             rel = self._locate(path)
             if rel is None or not has_ext(path, exts):
                 continue
@@ -179,7 +188,7 @@ class Archive:
         """One file by its path relative to the top folder, as a real file (for readers such as
         h5py that need a path). Folders return the file in place; archives copy it to dest_dir."""
         self._prefix = None
-        for path, opener in self._raw(lambda p: p.endswith(rel) or any(s in self.markers for s in p.split("/"))):
+        for path, opener in self._raw(lambda p: p.endswith(rel) or self._has_marker(p)):
             if self._locate(path) != rel:
                 continue
             if self.kind == "dir":

@@ -28,7 +28,6 @@ class ArchiveFile:
     sha256: str | None = None
     md5: str | None = None  # as recorded by other toolkits, where no sha256 is known
 
-    @property
     def checksum(self) -> str:
         if self.sha256:
             return f"sha256 {self.sha256}"
@@ -51,6 +50,7 @@ class DatasetSpec:
     how_to_obtain: str = ""  # one sentence for request-only / withdrawn sets
     homepage: str | None = None
     side_names: tuple[str, ...] = field(default=())  # side files the parser produces
+    junk_pids: bool = False  # pid -1 = junk, 0 = distractor (Market-style sets)
 
     @property
     def archive(self) -> ArchiveFile:
@@ -113,7 +113,6 @@ _MODULES = (
     "ilids",
     "cuhk01",
     "shinpuhkan",
-    "synthetic",  # written separately; registers itself when present
 )
 _loaded = False
 
@@ -135,6 +134,33 @@ def _load_all() -> None:
         except ModuleNotFoundError as e:
             if e.name != f"maskreid.datasets.{mod}":  # a real missing dependency: report it
                 raise
+    _register_synthetic()
+
+
+@dataclass(frozen=True)
+class GeneratedSpec:
+    """A dataset made by code rather than read from an archive (the synthetic set): no files."""
+
+    name: str
+    generate: Callable[..., Iterator[dict]]
+    files: tuple = ()
+    junk_pids: bool = True
+    how_to_obtain: str = "generated locally; nothing to download"
+
+    def iter_rows(self, source=None, side: dict | None = None, extra_files=None) -> Iterator[dict]:
+        yield from self.generate()
+
+
+def _register_synthetic() -> None:
+    """Register maskreid.datasets.synthetic unless it registered itself."""
+    try:
+        mod = importlib.import_module("maskreid.datasets.synthetic")
+    except ModuleNotFoundError as e:
+        if e.name != "maskreid.datasets.synthetic":
+            raise
+        return
+    if "synthetic" not in DATASETS and hasattr(mod, "iter_preset"):
+        register(GeneratedSpec("synthetic", mod.iter_preset))
 
 
 def get_dataset(name: str) -> DatasetSpec:

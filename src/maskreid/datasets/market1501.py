@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,11 +31,11 @@ _IMG_SUFFIX = re.compile(r"(\.(jpe?g|png|bmp))+$", re.IGNORECASE)
 
 def stem(name: str) -> str:
     """File name without its (possibly doubled, ``.jpg.jpg``) image extension."""
-    return _IMG_SUFFIX.sub("", PurePosixPath(name).name)
+    return _IMG_SUFFIX.sub("", name.rsplit("/", 1)[-1])
 
 
 def parse_name(archive: Archive, rel: str) -> tuple[int, int]:
-    m = _NAME.match(PurePosixPath(rel).name)
+    m = _NAME.match(rel.rsplit("/", 1)[-1])
     if m is None:
         raise LayoutError(
             f"{archive.path}: {rel!r} is not named <pid>_c<camera>..., as bounding-box layouts are"
@@ -44,39 +44,35 @@ def parse_name(archive: Archive, rel: str) -> tuple[int, int]:
 
 
 def bbox_rows(
-    dataset: str, archive: Archive, folders: Mapping[str, str], side: dict, want_gt_query: bool = False
+    dataset: str, archive: Archive, folders: Mapping[str, str], mats: dict[str, bytes] | None = None
 ) -> Iterator[dict]:
-    """Rows for a bounding-box layout; ``folders`` maps top-level folder -> split."""
-    exts = IMAGE_EXTS | {".mat"} if want_gt_query else IMAGE_EXTS
+    """Rows for a bounding-box layout; ``folders`` maps top-level folder -> split. Pass a dict
+    as ``mats`` to also collect ``gt_query/*.mat`` bytes in the same archive pass."""
+    exts = IMAGE_EXTS | {".mat"} if mats is not None else IMAGE_EXTS
     seen = dict.fromkeys(folders, 0)
-    gt_mats: dict[str, bytes] = {}
     for m in archive.members(exts):
         top, _, rest = m.path.partition("/")
-        if want_gt_query and top == "gt_query" and m.path.endswith(".mat"):
-            gt_mats[rest] = m.data
-            continue
-        if top not in folders or not rest or "/" in rest:
+        if not rest or "/" in rest:
             continue  # readme, nested extras: not part of the layout
+        if top == "gt_query" and mats is not None and rest.endswith(".mat"):
+            mats[rest] = m.data
+            continue
+        if top not in folders or not any(rest.lower().endswith(e) for e in IMAGE_EXTS):
+            continue
         pid, camid = parse_name(archive, m.path)
         seen[top] += 1
         yield make_row(dataset, m.path, m.data, pid, camid, folders[top])
     missing = [f for f, n in seen.items() if n == 0 and f != "gt_bbox"]
     if missing:
-        raise LayoutError(f"{archive.path}: no images in {', '.join(missing)} under the {dataset} folder")
-    if want_gt_query:
-        side["gt_query"] = gt_query_table(dataset, archive, gt_mats, _gallery_names_cache.pop(id(archive), None))
+        raise LayoutError(f"{archive.path}: no images in {', '.join(missing)}/ under the {dataset} folder")
 
 
-# gallery file names in archive order, collected by the parser for gt_query resolution
-_gallery_names_cache: dict[int, list[str]] = {}
-
-
-def gt_query_table(dataset: str, archive: Archive, mats: dict[str, bytes], gallery: list[str] | None) -> pd.DataFrame:
-    """Query image_id -> good / junk gallery image_ids, from ``<query stem>_{good,junk}.mat``."""
+def gt_query_table(
+    dataset: str, archive: Archive, mats: dict[str, bytes], gallery: list[str]
+) -> dict[str, dict[str, list[str]]]:
+    """Query stem -> {"good"/"junk": gallery image_ids}, from ``<query stem>_{good,junk}.mat``."""
     if not mats:
         raise LayoutError(f"{archive.path}: no gt_query/*.mat files (needed for the gt_query side file)")
-    if gallery is None:
-        raise LayoutError(f"{archive.path}: gt_query found but no bounding_box_test images")
     order = sorted(gallery)  # the index lists refer to the name-sorted folder
     ids = np.array([f"{dataset}/bounding_box_test/{n}" for n in order], dtype=object)
     by_stem: dict[str, dict[str, list[str]]] = {}
@@ -89,23 +85,23 @@ def gt_query_table(dataset: str, archive: Archive, mats: dict[str, bytes], galle
             idx = scipy.io.loadmat(io.BytesIO(data))[f"{kind}_index"].ravel().astype(np.int64)
         except (ValueError, KeyError, TypeError) as e:
             raise LayoutError(f"{archive.path}: gt_query/{name} unreadable ({type(e).__name__}: {e})") from e
+        if idx.size == 1 and idx[0] == 0:  # the release writes [0] for an empty list (13 junk files)
+            idx = idx[:0]
         if idx.size and (idx.min() < 1 or idx.max() > len(ids)):
             raise LayoutError(
                 f"{archive.path}: gt_query/{name} indexes {idx.min()}..{idx.max()}, "
                 f"outside the {len(ids)} bounding_box_test images"
             )
         by_stem.setdefault(m.group(1), {})[kind] = list(ids[idx - 1])
-    return by_stem  # resolved against query names by the caller
+    return by_stem
 
 
-def _spec_parser(dataset: str, folders: dict[str, str], with_gt_query: bool):
+def bbox_parser(dataset: str, folders: dict[str, str], with_gt_query: bool):
     def parse(archive: Archive, side: dict, extra: Mapping[str, Path]) -> Iterator[dict]:
         gallery: list[str] = []
         queries: dict[str, str] = {}  # stem -> image_id
-        inner: dict = {}
-        for row in bbox_rows(dataset, archive, folders, inner, want_gt_query=False) if not with_gt_query else _rows_with_mats(
-            dataset, archive, folders, inner
-        ):
+        mats: dict[str, bytes] | None = {} if with_gt_query else None
+        for row in bbox_rows(dataset, archive, folders, mats):
             rel = row["image_id"][len(dataset) + 1 :]
             if rel.startswith("bounding_box_test/"):
                 gallery.append(rel.split("/", 1)[1])
@@ -113,33 +109,9 @@ def _spec_parser(dataset: str, folders: dict[str, str], with_gt_query: bool):
                 queries[stem(rel)] = row["image_id"]
             yield row
         if with_gt_query:
-            side["gt_query"] = _resolve_gt_query(dataset, archive, inner.get("mats", {}), gallery, queries)
+            side["gt_query"] = _resolve_gt_query(dataset, archive, mats, gallery, queries)
 
     return parse
-
-
-def _rows_with_mats(dataset: str, archive: Archive, folders: dict[str, str], inner: dict) -> Iterator[dict]:
-    """bbox_rows, also keeping gt_query/*.mat bytes (read in the same archive pass)."""
-    mats: dict[str, bytes] = {}
-    inner["mats"] = mats
-    seen = dict.fromkeys(folders, 0)
-    for m in archive.members(IMAGE_EXTS | {".mat"}):
-        top, _, rest = m.path.partition("/")
-        if top == "gt_query" and rest.endswith(".mat") and "/" not in rest:
-            mats[rest] = m.data
-            continue
-        if top not in folders or not rest or "/" in rest:
-            continue
-        pid, camid = parse_name(archive, m.path)
-        seen[top] += 1
-        yield make_row(dataset, m.path, m.data, pid, camid, folders[top])
-    _check_seen(archive, dataset, seen)
-
-
-def _check_seen(archive: Archive, dataset: str, seen: dict[str, int]) -> None:
-    missing = [f for f, n in seen.items() if n == 0 and f != "gt_bbox"]
-    if missing:
-        raise LayoutError(f"{archive.path}: no images in {', '.join(missing)}/ under the {dataset} folder")
 
 
 def _resolve_gt_query(
@@ -175,12 +147,13 @@ SPEC = register(
         files=(ArchiveFile("Market-1501-v15.09.15.zip", url=None, md5="65005ab7d12ec1c44de4eeafe813e68a"),),
         top_folder="Market-1501-v15.09.15",
         markers=("bounding_box_train", "bounding_box_test", "query", "gt_bbox", "gt_query"),
-        parser=_spec_parser("market1501", FOLDERS, with_gt_query=True),
+        parser=bbox_parser("market1501", FOLDERS, with_gt_query=True),
         how_to_obtain=(
             "Market-1501 is no longer served from its original URL and its licence forbids "
             "redistribution: request Market-1501-v15.09.15.zip from the authors "
             "(https://zheng-lab.cecs.anu.edu.au/Project/project_reid.html) or use your institution's copy."
         ),
+        junk_pids=True,
         homepage="https://zheng-lab.cecs.anu.edu.au/Project/project_reid.html",
         side_names=("gt_query",),
     )

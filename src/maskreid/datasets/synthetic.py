@@ -28,6 +28,12 @@ full-crop descriptor ranks *same-camera* images of other people close (valid, wr
 the Market rules), and clothing-coloured background objects put garment colours where no garment
 is. Cross-camera illumination and viewpoint keep the foreground task imperfect. The tests measure
 this with colour-histogram matchers (background-only < full crop < foreground-only).
+Measured on a shared 2-core CPU: histogram rank-1 on ``iter_rows(60, 4, 2, seed=3)`` is 0.00
+(background), 0.00 (full crop: same-camera strangers win), 0.74 (foreground); a 4-layer CNN
+trained 12 epochs with softmax on the ``synthetic`` preset (150 train ids, 64x32 input) reaches
+rank-1 0.875 on full crops and 0.897 on gt-masked crops (one seed each). Generation runs at
+~1,200-1,400 crops per CPU-second (``render`` uses cv2 for drawing, LUT and compositing, and a
+per-camera noise bank instead of fresh Gaussian noise per crop).
 
 Layouts:
 
@@ -149,9 +155,9 @@ def _identity(seed: int, key: int) -> dict:
         "bag_colour": _jitter_colour(rng, PALETTE[rng.integers(len(PALETTE))], 12),
         "bag_side": int(rng.choice([-1, 1])),
         "height": float(rng.uniform(0.84, 0.96)),  # of the crop height
-        "shoulder": float(rng.uniform(0.30, 0.40)),  # of the crop width, half-width x2
-        "hip": float(rng.uniform(0.24, 0.32)),
-        "head": float(rng.uniform(0.050, 0.062)),  # radius, of crop height
+        "shoulder": float(rng.uniform(0.46, 0.58)),  # of the crop width, half-width x2
+        "hip": float(rng.uniform(0.36, 0.44)),
+        "head": float(rng.uniform(0.055, 0.066)),  # radius, of crop height
         "leg": float(rng.uniform(0.44, 0.50)),  # fraction of body height
     }
 
@@ -234,7 +240,7 @@ def _silhouette(app: dict, rng: np.random.Generator, cam: dict, height: int, wid
     """Draw the person's part-label map (uint8 HxW); returns it with the body centre x and half-width."""
     H, W = height, width
     side = rng.random() < cam["side_view"]
-    wf = 0.7 if side else 1.0  # a side view is narrower
+    wf = 0.8 if side else 1.0  # a side view is narrower
     scale = cam["scale"] * rng.uniform(0.93, 1.05)
     if junk:  # a bad detection: person small or cut off, mostly background
         scale *= rng.uniform(0.5, 0.8)
@@ -258,7 +264,7 @@ def _silhouette(app: dict, rng: np.random.Generator, cam: dict, height: int, wid
         s = app["bag_side"] if side else 0
         polys.append((BAG, _ellipse(cx + lean + s * sh * 0.9, neck + 0.25 * bh * 0.5, sh * (0.8 if side else 1.05), 0.15 * bh)))
     # legs
-    leg_w = max(hp * 0.9, 2.0)
+    leg_w = max(hp * 1.0, 2.0)
     for sgn in (-1, 1):
         fx = cx + sgn * (stride / 2 + (0 if side else hp * 0.45))
         hx = cx + lean + sgn * hp * 0.45
@@ -410,6 +416,8 @@ def iter_rows(
     """Yield IMAGE_SCHEMA rows (dicts) of the synthetic set; same arguments -> identical bytes.
 
     ``num_distractors``/``num_junk`` default to ``max(2, num_ids // 10)`` each (market layout)."""
+    if seed < 0:
+        raise ValueError(f"synthetic {name!r}: seed must be >= 0 (got {seed})")
     if num_ids < 2 or num_cams < 2 or images_per_id_per_cam < 1:
         raise ValueError(
             f"synthetic {name!r}: need num_ids >= 2, num_cams >= 2, images_per_id_per_cam >= 1 "

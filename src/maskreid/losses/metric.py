@@ -12,11 +12,13 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def _check(x: torch.Tensor, labels: torch.Tensor, name: str) -> None:
+def _check(x: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
+    """Validate shapes; return x in at least float32 (under AMP, sums of exps need it)."""
     if x.dim() != 2:
         raise ValueError(f"{name}: expected [B, D] input, got shape {tuple(x.shape)}")
     if labels.dim() != 1 or labels.shape[0] != x.shape[0]:
         raise ValueError(f"{name}: labels must be [B] with B={x.shape[0]}, got {tuple(labels.shape)}")
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +48,7 @@ class SoftmaxLoss(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if logits is None:
             raise ValueError("SoftmaxLoss needs logits: build the model with num_classes set")
-        _check(logits, labels, "SoftmaxLoss")
+        logits = _check(logits, labels, "SoftmaxLoss")
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
 
@@ -78,7 +80,7 @@ class RankingLoss(nn.Module):
         self.alpha, self.lam, self.top_k = float(alpha), float(lam), top_k
 
     def forward(self, feat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check(feat, labels, "RankingLoss")
+        feat = _check(feat, labels, "RankingLoss")
         s = cosine_similarity_matrix(feat)
         pos, neg = _pair_masks(labels)
         n_pos = pos.sum(1)
@@ -114,7 +116,7 @@ class BatchHardTripletLoss(nn.Module):
         self.margin = float(margin)
 
     def forward(self, feat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check(feat, labels, "BatchHardTripletLoss")
+        feat = _check(feat, labels, "BatchHardTripletLoss")
         sq = (feat * feat).sum(1)
         d2 = sq[:, None] + sq[None, :] - 2.0 * feat @ feat.t()
         dist = d2.clamp(min=1e-12).sqrt()  # clamp: sqrt'(0) is infinite
@@ -144,7 +146,7 @@ class NPairLoss(nn.Module):
     input = "feat"
 
     def forward(self, feat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check(feat, labels, "NPairLoss")
+        feat = _check(feat, labels, "NPairLoss")
         s = cosine_similarity_matrix(feat)
         pos, neg = _pair_masks(labels)
         if not bool(pos.any()):

@@ -14,9 +14,12 @@ Source of every number here: the authors' Caffe definition
 * shapes at 144 x 56: level 4 -> 384 x 36 x 14, level 5 -> 768 x 18 x 7, level 6 -> 1536 x 9 x 4,
   then global average pooling (the prototxt's 9x4 AVE pool) and fc7 (256) + BN + ReLU.
 
-Caffe rounds pooling output sizes up, so the max-pools use ``ceil_mode=True``; the last one pads
-the width by 1 (``pad_h: 0 pad_w: 1``), exactly as in the prototxt. Every convolution is
-followed by BatchNorm and ReLU (the prototxt's "BN" layers).
+One deliberate deviation: the prototxt's stride-2 max-pool branches use pad 0 with Caffe's
+round-up (and ``pad_w: 1`` in 3b) so that their sizes match the stride-2 convs at 144 x 56 only;
+at other input sizes they disagree by one and the concatenation fails. Here they use pad 1 with
+round-down, which gives exactly the prototxt's output sizes at 144 x 56 (windows shifted by one
+pixel) and matches the convs (ceil(H/2)) at any input size. Every convolution is followed by
+BatchNorm and ReLU (the prototxt's "BN" layers; the conv bias is dropped as BN's shift replaces it).
 """
 
 from __future__ import annotations
@@ -38,12 +41,18 @@ def conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, pad: int = 0) -> nn.
     )
 
 
-def dgd_stem(in_channels: int = 3) -> nn.Sequential:
+def scaled(channels: int, width: float) -> int:
+    """Channel count under a width multiplier (1.0 = the published DGD widths)."""
+    return max(8, int(round(channels * width)))
+
+
+def dgd_stem(in_channels: int = 3, width: float = 1.0) -> nn.Sequential:
     """conv1-3 (3x3, 32 channels, BN, ReLU) and pool1 (max 2x2 s2): one per input stream."""
+    c = scaled(STEM_CHANNELS, width)
     return nn.Sequential(
-        conv_bn(in_channels, STEM_CHANNELS, 3, pad=1),
-        conv_bn(STEM_CHANNELS, STEM_CHANNELS, 3, pad=1),
-        conv_bn(STEM_CHANNELS, STEM_CHANNELS, 3, pad=1),
+        conv_bn(in_channels, c, 3, pad=1),
+        conv_bn(c, c, 3, pad=1),
+        conv_bn(c, c, 3, pad=1),
         nn.MaxPool2d(2, stride=2),
     )
 
@@ -70,28 +79,30 @@ class InceptionA(nn.Module):
 class InceptionB(nn.Module):
     """Stride-2 module: two conv branches of ``w`` channels plus the max-pooled input."""
 
-    def __init__(self, c_in: int, w: int, pool_pad: tuple[int, int] = (0, 0)):
+    def __init__(self, c_in: int, w: int):
         super().__init__()
         self.b3x3 = nn.Sequential(conv_bn(c_in, w, 1), conv_bn(w, w, 3, stride=2, pad=1))
         self.b3x3dbl = nn.Sequential(
             conv_bn(c_in, w, 1), conv_bn(w, w, 3, pad=1), conv_bn(w, w, 3, stride=2, pad=1)
         )
-        self.bpool = nn.MaxPool2d(3, stride=2, padding=pool_pad, ceil_mode=True)
+        # pad 1: same output size as the stride-2 convs, ceil(H/2) x ceil(W/2), at any input size
+        self.bpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.out_channels = 2 * w + c_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.b3x3(x), self.b3x3dbl(x), self.bpool(x)], 1)
 
 
-def dgd_levels(c_in: int) -> tuple[nn.ModuleDict, dict[str, int]]:
-    """The shared levels 4 (low), 5 (middle), 6 (high); returns them and their out channels."""
+def dgd_levels(c_in: int, width: float = 1.0) -> tuple[nn.ModuleDict, dict[str, int]]:
+    """The shared levels 4 (low), 5 (middle), 6 (high); returns them and their out channels.
+    ``width`` scales every branch (the demo and CPU runs use a slimmer trunk; 1.0 = the paper)."""
     levels = nn.ModuleDict()
     channels: dict[str, int] = {}
     c = c_in
     for name, w in LEVEL_WIDTHS.items():
+        w = scaled(w, width)
         a = InceptionA(c, w)
-        # the prototxt pads only the last max-pool's width (pad_h: 0 pad_w: 1)
-        b = InceptionB(a.out_channels, w, pool_pad=(0, 1) if name == "level6" else (0, 0))
+        b = InceptionB(a.out_channels, w)
         levels[name] = nn.Sequential(a, b)
         c = b.out_channels
         channels[name] = c

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .inception import DGD_INPUT_SIZE, STEM_CHANNELS, dgd_levels, dgd_stem
+from .inception import DGD_INPUT_SIZE, STEM_CHANNELS, dgd_levels, dgd_stem, scaled
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,11 @@ class InceptionReID(_MultiStreamNet):
     input_size = DGD_INPUT_SIZE
 
     def __init__(self, arch: str, streams: Sequence[str], fuse: bool, feat_dim: int = 256,
-                 num_classes: int | None = None, dropout: float = 0.5):
-        levels, channels = dgd_levels(STEM_CHANNELS * len(streams))
+                 num_classes: int | None = None, dropout: float = 0.5, width: float = 1.0):
+        levels, channels = dgd_levels(scaled(STEM_CHANNELS, width) * len(streams), width)
         super().__init__(arch, streams, channels, fuse, feat_dim, num_classes, dropout)
-        self.stems = nn.ModuleList(dgd_stem() for _ in self.streams)
+        self.stems = nn.ModuleList(dgd_stem(width=width) for _ in self.streams)
+        self.width = width
         self.levels = levels
 
     def stem(self, inputs: list[torch.Tensor]) -> torch.Tensor:
@@ -214,12 +215,15 @@ class ResNetReID(_MultiStreamNet):
 
 def build_model(arch: str, num_classes: int | None = None, feat_dim: int = 256,
                 pretrained: bool = False, streams: Sequence[str] = DEFAULT_STREAMS,
-                dropout: float = 0.5) -> _MultiStreamNet:
+                dropout: float = 0.5, width: float = 1.0) -> _MultiStreamNet:
     """Build one of ``ARCHS``. ``dgd`` always has the single stream ``("orig",)``.
 
     ``pretrained`` applies to the ResNet archs only (the DGD trunk trains from scratch, as in
     the paper); asking it for ``dgd``/``maskreid_*`` is an error rather than a silent no-op.
+    ``width`` multiplies the DGD trunk's channel counts (1.0 = published; ResNet archs: 1.0 only).
     """
+    if arch.startswith("resnet50") and width != 1.0:
+        raise ValueError(f"{arch}: width multiplier applies to the DGD trunk only (got {width})")
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
     streams = tuple(streams)
@@ -229,5 +233,5 @@ def build_model(arch: str, num_classes: int | None = None, feat_dim: int = 256,
     if pretrained:
         raise ValueError(f"{arch}: no pretrained weights exist for the DGD trunk; use pretrained=False")
     if arch == "dgd":
-        return InceptionReID(arch, streams[:1], False, feat_dim, num_classes, dropout)
-    return InceptionReID(arch, streams, arch == "maskreid_mf", feat_dim, num_classes, dropout)
+        return InceptionReID(arch, streams[:1], False, feat_dim, num_classes, dropout, width)
+    return InceptionReID(arch, streams, arch == "maskreid_mf", feat_dim, num_classes, dropout, width)

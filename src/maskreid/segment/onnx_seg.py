@@ -159,11 +159,10 @@ class OnnxSegmenter(Segmenter):
         b = inp.shape[0]
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None
         self.name = f"onnx:{preset or self.path.stem}"
-        self._fp = fingerprint_of("onnx", self.expected_sha256, {
-            k: spec.get(k) for k in ("input_size", "mean", "std", "layout", "output_layout", "letterbox",
-                                     "margin", "output", "mode", "channel")} | {
-            "letterbox": self.letterbox, "margin": self.margin, "layout": self.layout,
-            "output_layout": self.output_layout, "channel": self.channel})
+        self._fp = fingerprint_of("onnx", self.expected_sha256, dict(
+            input_size=list(self.input_size), mean=self.mean.tolist(), std=self.std.tolist(),
+            layout=self.layout, output_layout=self.output_layout, letterbox=self.letterbox,
+            margin=self.margin, output=self.output, mode=self.mode, channel=self.channel))
         log.info("onnx segmenter %s on %s (batch %s)", self.path.name, self.providers[0],
                  self.fixed_batch or "dynamic")
 

@@ -129,12 +129,18 @@ class ReIDDataset(Dataset):
             mask = tv_tensors.Mask(torch.from_numpy(m)[None])
         if self.transform is not None:
             gen_seed = seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(gen_seed)
+            # v2 transforms draw from the global CPU generator: seed it for this sample, then put
+            # the caller's stream back (default_generator directly: torch.manual_seed also seeds
+            # every accelerator, ~1 ms a call)
+            saved = torch.default_generator.get_state()
+            torch.default_generator.manual_seed(gen_seed)
+            try:
                 if mask is None:
                     image = self.transform(image)
                 else:
                     image, mask = self.transform(image, mask)
+            finally:
+                torch.default_generator.set_state(saved)
         x = _normalise(image.as_subclass(torch.Tensor).float() / 255.0)
         if mask is None:
             masked = torch.empty(0)

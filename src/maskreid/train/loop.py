@@ -20,6 +20,8 @@ so resuming never depends on replaying a global RNG stream.
 - ``loss_input``: ``feat`` (metric losses) | ``logits`` (softmax); ``softmax_weight``: adds
   ``w * cross_entropy(logits)`` to a metric loss (needs a model with a classifier).
 - ``device``: ``None`` picks CUDA when present; ``progress``: tqdm bar on rank 0.
+- ``meta``: free-form dict (arch, loss, sampler...) folded into the checkpoint fingerprint: a
+  checkpoint written under different result-changing options is not resumed (a warning says so).
 """
 
 from __future__ import annotations
@@ -251,6 +253,7 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
             num_workers=cfg["num_workers"], pin_memory=cuda, generator=loader_gen,
             persistent_workers=False,
         )
+        before = step
         for x, masked, y in loader:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
@@ -311,7 +314,16 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
                 last_ckpt_step = step
             if step >= total:
                 break
+        if step == before:
+            raise RuntimeError(
+                f"epoch {epoch}: the batch sampler yielded no batch after {batch_in_epoch} of its "
+                f"{per_epoch} (len() disagrees with iteration)"
+            )
     bar.close()
+    if info.world_size > 1:
+        # DDP syncs buffers (BN running stats) at the *start* of each forward, so after the last
+        # one every rank holds its own: make rank 0's the final state everywhere
+        dist_utils.broadcast_buffers(model)
     if last_ckpt_step != step or not ckpt_path.exists():
         checkpoint()
     rates = history["img_per_s"]

@@ -1,0 +1,60 @@
+"""Part-label option: the dataset yields the 20 classes and the person logit is P(fg) vs P(bg)."""
+
+import numpy as np
+import torch
+
+from maskreid.segment.parsing_data import ParsingDataset, ParsingPairs
+from maskreid.segment.trainer import IMAGENET_MEAN, IMAGENET_STD, PersonLogit
+
+
+class _Const(torch.nn.Module):
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x):
+        return self.out
+
+
+def test_person_logit_from_part_scores():
+    out = torch.full((1, 20, 1, 2), -1e4)
+    out[0, 0, 0, 0], out[0, 3, 0, 0], out[0, 5, 0, 0] = 0.0, 0.0, 0.0  # pixel 0: p(bg)=1/3, p(fg)=2/3
+    out[0, 0, 0, 1] = 5.0  # pixel 1: background only
+    logit = PersonLogit(_Const(out), 20)(torch.zeros(1))
+    assert logit.shape == (1, 1, 1, 2)
+    np.testing.assert_allclose(torch.sigmoid(logit).flatten().numpy(), [2 / 3, 0.0], atol=1e-6)
+    single = torch.randn(2, 1, 3, 3)
+    assert torch.equal(PersonLogit(_Const(single), 1)(torch.zeros(1)), single)
+
+
+def test_dataset_targets_binary_and_parts():
+    lab = np.zeros((1, 8, 4), np.uint8)
+    lab[0, 2:6, 1:3] = 7
+    pairs = ParsingPairs(["0001_c1s1_000001_01.jpg"], np.array([1]), np.full((1, 8, 4, 3), 128, np.uint8), lab)
+    x, y = ParsingDataset(pairs, (8, 4), False, IMAGENET_MEAN, IMAGENET_STD)[0]
+    assert x.shape == (3, 8, 4) and y.shape == (1, 8, 4) and y.dtype == torch.float32
+    assert torch.equal(y[0], torch.from_numpy(lab[0] > 0).float())
+    np.testing.assert_allclose(x[:, 0, 0].numpy(), (128 / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), rtol=1e-5)
+    _, yp = ParsingDataset(pairs, (8, 4), False, IMAGENET_MEAN, IMAGENET_STD, part_labels=True)[0]
+    assert yp.dtype == torch.int64 and torch.equal(yp, torch.from_numpy(lab[0]).long())
+    # training augmentation moves the mask with the image (flip/crop): mask stays binary and aligned in size
+    xt, yt = ParsingDataset(pairs, (8, 4), True, IMAGENET_MEAN, IMAGENET_STD)[0]
+    assert xt.shape == (3, 8, 4) and set(torch.unique(yt).tolist()) <= {0.0, 1.0}
+
+
+def test_augmentation_moves_the_mask_with_the_image():
+    # an off-centre white "person" on black: if flips/crops missed the mask, mask pixels would be dark
+    img = np.zeros((1, 32, 16, 3), np.uint8)
+    lab = np.zeros((1, 32, 16), np.uint8)
+    img[0, 4:28, 1:7] = 255
+    lab[0, 4:28, 1:7] = 3
+    ds = ParsingDataset(ParsingPairs(["0001_x.jpg"], np.array([1]), img, lab), (32, 16), True, IMAGENET_MEAN, IMAGENET_STD)
+    torch.manual_seed(0)
+    right_side = 0
+    for _ in range(20):
+        x, y = ds[0]
+        m = y[0] > 0
+        assert m.any() and (~m).any()
+        assert x[:, m].mean() > x[:, ~m].mean() + 1.0
+        right_side += int(m[:, 8:].sum() > m[:, :8].sum())
+    assert 0 < right_side < 20  # flips happened, and not always

@@ -1,0 +1,104 @@
+"""The training stage on a few dozen real Market crops: loss falls, outputs load, ONNX agrees."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maskreid.segment.parsing_data import load_pairs_from_archives
+from maskreid.segment.trainer import (
+    CHECKPOINT_NAME, METRICS_NAME, ONNX_NAME, STATE_NAME, load_segmenter, onnx_session, per_crop_iou,
+    predict_probs, train_segmenter,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+MARKET = SHARED / "data" / "reid" / "market1501.tar.xz"
+PARSING = SHARED / "data" / "reid" / "market1501_parsing.tar.xz"
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    if not (MARKET.exists() and PARSING.exists()):
+        pytest.skip("real Market archives not in ../shared/data/reid")
+    return load_pairs_from_archives(MARKET, PARSING, limit=64)
+
+
+@pytest.fixture(scope="module")
+def trained(pairs, tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("seg")
+    cfg = {"max_steps": 12, "batch_size": 8, "lr": 2e-3, "log_every": 1, "val_fraction": 0.25,
+           "checkpoint_every": 6, "bench_repeats": 1, "bench_batch": 8, "threads": 1,
+           "decoder_channels": [32, 16, 16, 16, 8], "seed": 0}
+    from dvclive import Live
+
+    live = Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False)
+    summary = train_segmenter(cfg, out, live=live, pairs=pairs)
+    live.end()
+    return out, cfg, summary
+
+
+def test_pairs_are_real_aligned_crops(pairs):
+    assert pairs.images.shape == (64, 128, 64, 3) and pairs.labels.shape == (64, 128, 64)
+    fg = (pairs.labels > 0).mean(axis=(1, 2))
+    assert 0.2 < fg.mean() < 0.8  # a person fills a good part of each crop
+    assert all(n.endswith(".jpg") and int(n[:4]) == p for n, p in zip(pairs.names, pairs.pids))
+
+
+def test_loss_falls_and_outputs_exist(trained):
+    out, _, summary = trained
+    losses = [v for _, v in summary["loss_history"]]
+    assert len(losses) == 12
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05
+    for name in (CHECKPOINT_NAME, ONNX_NAME, METRICS_NAME, STATE_NAME):
+        assert (out / name).is_file(), name
+    curves = out / "live" / "plots" / "metrics"
+    loss_rows = (curves / "train" / "loss.tsv").read_text().splitlines()
+    assert len(loss_rows) == 13 and (curves / "val" / "iou_mean.tsv").is_file()
+    assert "val_iou_mean" in json.loads((out / "live" / "metrics.json").read_text())
+    metrics = json.loads((out / METRICS_NAME).read_text())
+    assert {"val_iou_mean", "val_iou_p10", "cpu_crops_per_s_onnx", "cpu_crops_per_s_torch"} <= set(metrics)
+    assert summary["train_ids"] + summary["val_ids"] == 4 and summary["val_ids"] == 1
+
+
+def test_checkpoint_format_and_onnx_agree(trained, pairs):
+    out, _, _ = trained
+    ckpt = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    assert ckpt["arch"] == "Unet" and ckpt["encoder_name"] == "mobilenet_v2" and ckpt["classes"] == 1
+    assert ckpt["input_size"] == [128, 64] and ckpt["mean"] == [0.485, 0.456, 0.406]
+    model, _ = load_segmenter(out / CHECKPOINT_NAME)
+    probs = predict_probs(model, pairs.images, ckpt["input_size"], ckpt["mean"], ckpt["std"], batch_size=16)
+    x = (pairs.images.astype(np.float32) / 255.0 - np.array(ckpt["mean"], np.float32)) / np.array(ckpt["std"], np.float32)
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    sess = onnx_session(out / ONNX_NAME, threads=1)
+    assert [i.name for i in sess.get_inputs()] == ["image"] and [o.name for o in sess.get_outputs()] == ["logits"]
+    logits = np.concatenate([sess.run(["logits"], {"image": x[i:i + 24]})[0] for i in range(0, 64, 24)])  # batch 24, 16: dynamic
+    assert logits.shape == (64, 1, 128, 64)
+    a, b = probs > 0.5, logits[:, 0] > 0
+    assert (a.sum() > 0) and np.logical_and(a, b).sum() / np.logical_or(a, b).sum() >= 0.99
+    assert per_crop_iou(a, b).min() >= 0.95
+
+
+def test_split_keeps_held_out_ids_out_of_training(trained, pairs):
+    _, _, summary = trained
+    in_val = np.isin(pairs.pids, summary["val_pids"])
+    assert summary["train_crops"] == int((~in_val).sum()) and summary["val_crops"] == int(in_val.sum()) > 0
+
+
+def test_resume_picks_up_the_saved_state(trained, pairs):
+    out, cfg, summary = trained
+    before = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)["state_dict"]
+    again = train_segmenter(cfg, out, pairs=pairs)  # finished state on disk: nothing left to train
+    assert again["steps_this_run"] == 0 and again["steps"] == 12
+    assert again["loss_history"] == summary["loss_history"]
+    after = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_refuses_changed_cfg(trained, pairs):
+    out, cfg, _ = trained
+    with pytest.raises(ValueError, match="different cfg"):
+        train_segmenter({**cfg, "lr": 1e-3}, out, pairs=pairs)

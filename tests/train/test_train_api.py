@@ -1,0 +1,62 @@
+"""train_model / load_model / load_pretrained with the real models, losses and samplers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_train_loop import synthetic_frame  # noqa: E402
+
+from maskreid.models import build_model  # noqa: E402
+from maskreid.train import MODEL_NAME, load_model, load_pretrained, train_model  # noqa: E402
+
+SIZE = (32, 16)
+OPT = {"max_steps": 2, "log_every": 1, "progress": False, "lr": 0.01}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_train_rank_writes_model_and_live(tmp_path):
+    frame, masks = synthetic_frame(n_ids=6, per_id=4)
+    s = train_model(frame, masks, "maskreid_mf", "rank", {"alpha": 0.15, "lam": 2.0},
+                    {"P": 3, "N": 5}, OPT, tmp_path / "m", live_dir=tmp_path / "live",
+                    data_cfg={"size": SIZE})
+    assert s["steps"] == 2 and s["final_loss"] > 0
+    ck = torch.load(tmp_path / "m" / MODEL_NAME, weights_only=False)
+    assert {"arch", "feat_dim", "num_classes", "state_dict", "input_size", "train_summary"} <= set(ck)
+    assert ck["arch"] == "maskreid_mf" and ck["num_classes"] is None and ck["input_size"] == [32, 16]
+    assert (tmp_path / "live" / "metrics.json").exists()
+    assert (tmp_path / "live" / "plots" / "metrics" / "train" / "loss.tsv").exists()
+    m = load_model(tmp_path / "m" / MODEL_NAME, "cpu")
+    assert not m.training and m.num_streams == 2
+    for k, v in ck["state_dict"].items():
+        assert torch.equal(m.state_dict()[k], v), k
+
+
+def test_softmax_then_finetune_drops_head(tmp_path):
+    frame, masks = synthetic_frame(n_ids=6, per_id=4)
+    train_model(frame, None, "dgd", "softmax", {}, {"batch_size": 8}, OPT, tmp_path / "pre",
+                data_cfg={"size": SIZE})
+    pre = tmp_path / "pre" / MODEL_NAME
+    assert torch.load(pre, weights_only=False)["num_classes"] == 6
+    small = frame[frame.label < 4]  # 4 classes: the 6-way head cannot be reused
+    s = train_model(small, None, "dgd", "softmax", {}, {"batch_size": 8}, OPT, tmp_path / "ft",
+                    init_from=pre, data_cfg={"size": SIZE})
+    assert s["steps"] == 2
+    fresh = build_model("dgd", num_classes=4)
+    dropped = load_pretrained(fresh, pre)
+    assert dropped == ["classifier.1.weight", "classifier.1.bias"]
+    src = torch.load(pre, weights_only=False)["state_dict"]
+    assert torch.equal(fresh.state_dict()["embed.0.weight"], src["embed.0.weight"])
+    with pytest.raises(ValueError, match="arch"):
+        load_pretrained(build_model("maskreid_m"), pre)

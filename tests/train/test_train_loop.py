@@ -1,0 +1,134 @@
+"""fit(): loss goes down, a killed run resumes to the same weights, checkpoints are complete."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from maskreid.store.shards import encode_png, sha256_bytes
+from maskreid.train.data import ReIDDataset, ShuffledBatchSampler
+from maskreid.train.loop import CHECKPOINT_NAME, fit, lr_factor, resolve_cfg
+
+Out = namedtuple("Out", "feat logits")
+
+
+class TinyNet(nn.Module):
+    """Two-stream stand-in with the models contract: model(x, masked) -> (feat, logits)."""
+
+    num_streams = 2
+
+    def __init__(self, num_classes=4):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.BatchNorm2d(4), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU())
+        self.drop = nn.Dropout(0.2)  # exercises the RNG state in checkpoints
+        self.fc = nn.Linear(8, 8)
+        self.cls = nn.Linear(8, num_classes)
+
+    def forward(self, x, masked=None):
+        h = torch.cat([self.a(x).mean((2, 3)), self.b(masked).mean((2, 3))], 1)
+        f = self.fc(self.drop(h))
+        return Out(f, self.cls(f))
+
+
+def synthetic_frame(n_ids=4, per_id=6, seed=0):
+    """Each identity is a distinct colour (learnable), with noise; masks cover the left half."""
+    rng = np.random.default_rng(seed)
+    rows, masks = [], {}
+    colours = rng.integers(0, 255, (n_ids, 3))
+    for pid in range(n_ids):
+        for j in range(per_id):
+            img = np.clip(colours[pid] + rng.normal(0, 20, (32, 16, 3)), 0, 255).astype(np.uint8)
+            b = encode_png(img)
+            s = sha256_bytes(b)
+            m = np.zeros((32, 16), np.uint8)
+            m[:, :8] = 255
+            masks[s] = encode_png(m)
+            rows.append({"image": b, "image_id": f"syn/{pid}_{j}", "sha256": s, "label": pid})
+    return pd.DataFrame(rows), masks
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest (and reproducibly) on one thread on this shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+CFG = {"lr": 0.05, "schedule": "cosine", "warmup_steps": 2, "log_every": 2, "seed": 3,
+       "loss_input": "logits", "progress": False}
+
+
+def _run(tmp, cfg, live=None):
+    frame, masks = synthetic_frame()
+    ds = ReIDDataset(frame, masks, size=(32, 16), train=True)
+    sampler = ShuffledBatchSampler(len(ds), 8, seed=cfg["seed"])
+    torch.manual_seed(0)
+    model = TinyNet()
+    summary = fit(model, nn.CrossEntropyLoss(), ds, sampler, cfg, tmp, live=live)
+    return model, summary
+
+
+class RecordingLive:
+    def __init__(self, fail_after=None):
+        self.rows, self.step, self.fail_after = [], 0, fail_after
+
+    def log_metric(self, name, val):
+        if self.fail_after is not None and self.step > self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        self.rows.append((self.step, name, val))
+
+    def next_step(self):
+        pass
+
+
+def test_loss_decreases_and_logs(tmp_path):
+    live = RecordingLive()
+    _, summary = _run(tmp_path, {**CFG, "max_steps": 40}, live=live)
+    losses = [v for _, k, v in live.rows if k == "train/loss"]
+    assert losses[-1] < 0.5 * losses[0]
+    assert {k for _, k, _ in live.rows} == {"train/loss", "train/lr", "train/acc", "train/img_per_s"}
+    assert [s for s, k, _ in live.rows if k == "train/loss"] == list(range(2, 41, 2))
+    assert summary["steps"] == 40 and summary["img_per_s"] > 0
+    assert summary["final_loss"] == pytest.approx(losses[-1])
+    ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert {"model", "optimizer", "scheduler", "scaler", "step", "epoch", "batch_in_epoch", "rng"} <= set(ckpt)
+    assert ckpt["step"] == 40
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    cfg = {**CFG, "epochs": 4, "checkpoint_every": 5}  # 3 batches/epoch -> 12 steps, kill mid-epoch
+    straight, s_full = _run(tmp_path / "straight", cfg)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "killed", cfg, live=RecordingLive(fail_after=7))
+    assert torch.load(tmp_path / "killed" / CHECKPOINT_NAME, weights_only=False)["step"] == 5
+    resumed, s_res = _run(tmp_path / "killed", cfg)
+    assert s_res["resumed_from"] == 5 and s_res["steps"] == s_full["steps"] == 12
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_changed_options_do_not_resume(tmp_path):
+    _run(tmp_path, {**CFG, "max_steps": 4})
+    with pytest.warns(UserWarning, match="other training options"):
+        _, s = _run(tmp_path, {**CFG, "max_steps": 4, "lr": 0.01})
+    assert s["resumed_from"] is None
+
+
+def test_schedule_and_cfg_validation():
+    cfg = resolve_cfg({"schedule": "cosine", "warmup_steps": 10, "warmup_factor": 0.0})
+    assert lr_factor(0, 110, cfg) == 0.0 and lr_factor(5, 110, cfg) == pytest.approx(0.5)
+    assert lr_factor(10, 110, cfg) == pytest.approx(1.0) and lr_factor(60, 110, cfg) == pytest.approx(0.5)
+    step = resolve_cfg({"schedule": "step", "milestones": [3, 6], "gamma": 0.1})
+    assert [lr_factor(s, 9, step) for s in (2, 3, 6)] == pytest.approx([1.0, 0.1, 0.01])
+    with pytest.raises(KeyError, match="lrr"):
+        resolve_cfg({"lrr": 1})
