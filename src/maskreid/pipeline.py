@@ -90,6 +90,23 @@ def run_ingest(name: str, params: dict) -> dict:
     return card
 
 
+# --------------------------------------------------------------------------- segmenter training
+def run_train_segmenter(key: str, params: dict) -> dict:
+    """Real parsing masks -> a person segmenter for re-ID crops (checkpoint + ONNX) + its metrics."""
+    from dvclive import Live
+
+    from maskreid.segment.trainer import train_segmenter
+
+    cfg = dict(get(params, f"segmenter.runs.{key}"))
+    cfg["parsing_tar"] = cfg.pop("parsing_source")
+    cfg["market_tar"] = cfg.pop("images_source")
+    out_dir = MODELS / "segmenter" / key
+    with Live(str(Path("dvclive") / "segmenter" / key), dvcyaml=False, save_dvc_exp=False) as live:
+        summary = train_segmenter(cfg, out_dir, live=live)
+    write_json(METRICS / "segmenter" / f"{key}.json", {"run": key, **summary})
+    return summary
+
+
 # --------------------------------------------------------------------------- segmentation
 def _segmenter_cfg(cfg: dict) -> dict:
     """params.segment -> build_segmenter's dict (backend + that backend's own params)."""
