@@ -5,8 +5,8 @@
 
 Input: the real Market-1501 label layout (../shared/data/protocols/market1501/labels.npz),
 3368 queries x 15913 gallery images (the 3819 pid -1 junk boxes dropped), and seeded
-identity-structured random 256-d features (identity centre + N(0, 2^2) noise: mAP about 0.5), so matches sit at varied
-ranks. Each measurement runs in its own subprocess so that its peak RSS (getrusage ru_maxrss,
+identity-structured random 256-d features (identity centre + N(0, 2^2) noise, mAP about 0.5),
+so matches sit at varied ranks. Each measurement runs in its own subprocess so that its peak RSS (getrusage ru_maxrss,
 the same method for ours and the references; it includes the interpreter, torch and the input
 distance matrices) is its own. Times: wall clock and process CPU time.
 """
@@ -148,7 +148,7 @@ def _child(part: str, threads: int, **kw) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=["eval", "rerank", "reference"])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)  # 2 threads were 5-7x slower here
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--ref-scale", type=float, default=1.0)
     ap.add_argument("--check-scale", type=float, default=0.25)

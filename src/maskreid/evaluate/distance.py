@@ -22,7 +22,9 @@ def as_tensor(x, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         t = x.detach()
     elif isinstance(x, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(x))
+        x = np.ascontiguousarray(x)
+        # read-only arrays (e.g. slices of an np.load'ed file) must be copied: torch cannot share them
+        t = torch.from_numpy(x if x.flags.writeable else x.copy())
     else:
         try:
             t = torch.as_tensor(np.asarray(x))

@@ -56,7 +56,7 @@ _CELLS = 4096  # value cells per row for the bucketing in _count_before
 _PAIR_BUDGET = 1 << 24  # max (element, threshold) pairs compared at once
 
 
-def _cells(x: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
+def _cells(x: torch.Tensor, scale, shift) -> torch.Tensor:
     """Monotone non-decreasing map value -> cell in [0, _CELLS): x*scale - shift, truncated.
 
     Any fixed monotone formula will do: exactness only needs values and thresholds to go
@@ -65,18 +65,20 @@ def _cells(x: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
     return (x * scale).sub_(shift).to(torch.int32).clamp_(0, _CELLS - 1)
 
 
-def _count_before(Db, T, Tidx, slot, lo: float, hi: float, n: int) -> torch.Tensor:
+def _count_before(Db, T, Tidx, slot, n: int) -> torch.Tensor:
     """before[b, m] = #{g : (Db[b,g], g) < (T[b,m], Tidx[b,m])} lexicographically.
 
-    Exact, in a few elementwise passes: each value goes to one of _CELLS equal-width cells of the
-    chunk's range. As the cell map is monotone, a value in a lower cell than T[b,m]'s is below
+    Exact, in a few elementwise passes: each value goes to one of _CELLS equal-width cells of its
+    row's range. As the cell map is monotone, a value in a lower cell than T[b,m]'s is below
     it and one in a higher cell is not; only the values sharing a cell with some threshold
     (about 1% on Market) are compared exactly, ties broken by gallery index.
     """
     B, G = Db.shape
     K = _CELLS
     dev = Db.device
-    scale = (K - 1) / (hi - lo) if hi > lo else 0.0
+    lo, hi = torch.aminmax(Db, dim=1, keepdim=True)
+    span = hi - lo
+    scale = torch.where(span > 0, (K - 1) / torch.where(span > 0, span, 1), 0)
     shift = lo * scale
     row_off = torch.arange(B, device=dev, dtype=torch.int32)[:, None] * K
     key = _cells(Db, scale, shift).add_(row_off).view(-1)
@@ -93,7 +95,7 @@ def _count_before(Db, T, Tidx, slot, lo: float, hi: float, n: int) -> torch.Tens
     for a in range(0, rows.numel(), step):  # bounded memory, not a per-query loop
         r, c = rows[a : a + step], cols[a : a + step]
         d = Db[r, c]
-        dc = _cells(d, scale, shift).to(torch.int64)
+        dc = _cells(d, scale[r, 0], shift[r, 0]).to(torch.int64)
         Tr = T[r]
         hit = (tc[r] == dc[:, None]) & slot[r] & (
             (d[:, None] < Tr) | ((d[:, None] == Tr) & (c[:, None] < Tidx[r]))
@@ -110,7 +112,7 @@ def evaluate_detailed(
     g_camids,
     max_rank: int = 50,
     ap: str = "market",
-    chunk_size: int = 512,
+    chunk_size: int = 256,
     device: str | None = None,
 ) -> EvalResult:
     """Per-query CMC/AP under the Market rules; see the module docstring.
@@ -182,7 +184,7 @@ def evaluate_detailed(
         Tidx = sidx.gather(1, perm)
         ngood = good.sum(1)
         slot = ar[None, :] < ngood[:, None]  # B x n: real thresholds
-        before = _count_before(Db, T, Tidx, slot, float(lo), float(hi), n)
+        before = _count_before(Db, T, Tidx, slot, n)
         # same-camera junk of the query's pid is not part of the ranking.
         jb = (ds[:, None, :] < T[:, :, None]) | (
             (ds[:, None, :] == T[:, :, None]) & (sidx[:, None, :] < Tidx[:, :, None])
@@ -232,7 +234,7 @@ def evaluate(
     g_camids,
     max_rank: int = 50,
     ap: str = "market",
-    chunk_size: int = 512,
+    chunk_size: int = 256,
     device: str | None = None,
 ) -> tuple[np.ndarray, float]:
     """``(cmc[max_rank] in [0, 1], mAP in [0, 1])`` under the Market rules (module docstring)."""
