@@ -377,12 +377,26 @@ def run_evaluate(key: str, params: dict) -> dict:
         **results,
     }
     out["train_summary"] = {k: v for k, v in train_info.items() if isinstance(v, (int, float, str))}
+    _ranklist(key, meta["protocol"], test, frame, feats, index)
     cmc = results.get("sq", {}).get("cmc") or []
     for r in results.values():  # the curve goes to reports/cmc (a plot), not into the metrics
         r.pop("cmc", None)
     write_json(METRICS / "cells" / f"{key}.json", out)
     write_json(REPORTS / "cmc" / f"{key}.json", [{"rank": i + 1, "cmc": float(np.round(c, 4))} for i, c in enumerate(cmc)])
     return out
+
+
+def _ranklist(key: str, protocol: str, test, frame, feats, index) -> None:
+    """reports/ranklists/<cell>.png: five fixed queries and their top 10 (trial 0)."""
+    from maskreid.report.figures import ranklist_figure
+
+    m = test[test.trial == 0]
+    if protocol == "cuhk03_classic":
+        return  # its galleries are drawn per repeat; no single rank list to show
+    q, g = m[m.role == "query"], m[m.role == "gallery"]
+    pos = lambda rows: [index[i] for i in rows.image_id]  # noqa: E731
+    ranklist_figure(frame.iloc[pos(q)], frame.iloc[pos(g)], feats[pos(q)], feats[pos(g)],
+                    REPORTS / "ranklists" / f"{key}.png")
 
 
 def _pretrain_sets(model: str, params: dict) -> list[str]:

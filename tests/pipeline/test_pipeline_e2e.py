@@ -57,6 +57,7 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     assert t2["setup"]["ap_rule"] == "market" and t2["setup"]["pretrain_sets"] == ["synthetic_small", "synthetic"]
     assert "cmc" not in t2["sq"] and json.loads(Path("reports/cmc/t2_synthetic_rank.json").read_text())[0]["rank"] == 1
     assert Path("data/features/t2_synthetic_rank.npz").exists()
+    assert Path("reports/ranklists/t2_synthetic_rank.png").stat().st_size > 1000
     pipeline.run_report("", p)
     md = Path("reports/tables.md").read_text()
     assert "t2_synthetic_rank" in md and "t1_maskreid_mf_synthetic_small" in md

@@ -29,8 +29,10 @@ MODEL_NAME = "model.pt"
 # the ranking and N-pair losses the MaskReID 1xP+N batch, the batch-hard triplet P x K
 DEFAULT_SAMPLER = {"softmax": "shuffle", "rank": "maskreid", "npair": "maskreid", "triplet": "pk"}
 
+from maskreid.train.export import export_onnx  # noqa: E402
+
 __all__ = [
-    "CHECKPOINT_NAME", "DEFAULTS", "MODEL_NAME", "ReIDDataset", "SeededBatches",
+    "export_onnx", "CHECKPOINT_NAME", "DEFAULTS", "MODEL_NAME", "ReIDDataset", "SeededBatches",
     "ShuffledBatchSampler", "add_labels", "attach_images", "build_batch_sampler", "distributed",
     "fit", "load_model", "load_pretrained", "train_model",
 ]
