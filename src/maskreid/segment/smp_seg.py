@@ -39,7 +39,9 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
         raise KeyError(f"smp checkpoint {path}: missing keys {missing} (expected {list(REQUIRED_KEYS)})")
     if int(ckpt["classes"]) != 1:
         raise ValueError(f"smp checkpoint {path}: classes={ckpt['classes']}, the person segmenter has 1 logit")
-    net = smp.create_model(ckpt["arch"], encoder_name=ckpt["encoder_name"], encoder_weights=None, classes=1)
+    # model_kwargs: extra architecture arguments the trainer used (e.g. a slimmer Unet decoder)
+    net = smp.create_model(ckpt["arch"], encoder_name=ckpt["encoder_name"], encoder_weights=None, classes=1,
+                           **ckpt.get("model_kwargs", {}))
     net.load_state_dict(ckpt["state_dict"])
     return net.eval(), ckpt
 
