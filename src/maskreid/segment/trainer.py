@@ -29,6 +29,7 @@ Config keys of ``train_segmenter`` (see ``DEFAULT_CFG``):
   seed, threads (CPU intra-op threads; None = torch default), num_workers (DataLoader)
   market_tar, parsing_tar, shard_dir  data sources (shard_dir replaces market_tar when set)
   limit            use only the first N parsing maps (tests)
+  init_from        start from a previous segmenter.pt (fine-tuning; same arch/model_kwargs), not ImageNet
   bench_batch, bench_repeats  CPU throughput measurement of the exported model
 """
 
@@ -94,6 +95,7 @@ DEFAULT_CFG: dict = {
     "parsing_tar": None,
     "shard_dir": None,
     "limit": None,
+    "init_from": None,
     "bench_batch": 64,
     "bench_repeats": 5,
 }
@@ -346,7 +348,14 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     mkw = _model_kwargs(cfg)
     net = build_model(cfg["arch"], cfg["encoder"], classes, mkw)
     init = {"init": "random", "source": None, "tensors": 0}
-    if cfg["pretrained"]:
+    if cfg["init_from"]:
+        prev = torch.load(cfg["init_from"], map_location="cpu", weights_only=False)
+        if (prev.get("arch"), prev.get("model_kwargs", {}), int(prev.get("classes", -1))) != (cfg["arch"], mkw, classes):
+            raise ValueError(f"init_from {cfg['init_from']}: arch/model_kwargs/classes differ from this cfg")
+        net.load_state_dict(prev["state_dict"])
+        init = {"init": f"checkpoint:{cfg['init_from']}", "source": str(cfg["init_from"]), "tensors": len(prev["state_dict"])}
+        log.info("segmenter initialised from checkpoint %s", cfg["init_from"])
+    elif cfg["pretrained"]:
         if cfg["encoder"] != "mobilenet_v2":
             raise ValueError(f"pretrained init is only available for mobilenet_v2, not {cfg['encoder']!r}")
         init = load_mobilenet_v2_imagenet(net.encoder)
