@@ -6,6 +6,8 @@ Two numbers per arch:
              (decode, resize, augmentation, masking in-process, num_workers=0) + the same step.
 
     python benchmarks/bench_train.py --threads 2 --steps 6 --warmup 2
+    python benchmarks/bench_train.py --size 72 28 --width 0.25     # the demo / shared_cpu network
+    python benchmarks/bench_train.py --amp bf16                     # on a GPU
 """
 
 from __future__ import annotations
@@ -45,30 +47,39 @@ def synthetic(n_ids: int = 80, per_id: int = 4, seed: int = 0):
     return pd.DataFrame(rows), masks
 
 
-def bench_compute(arch: str, P: int, N: int, steps: int, warmup: int) -> float:
+def bench_compute(arch: str, P: int, N: int, steps: int, warmup: int, width: float = 1.0, amp: str = "none") -> float:
     torch.manual_seed(0)
-    model = build_model(arch).train()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = build_model(arch, width=width).train().to(dev)
+    if dev == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss("rank")
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     b = P + N
-    x = torch.randn(b, 3, *SIZE)
-    masked = torch.randn(b, 3, *SIZE) if model.num_streams > 1 else None
-    y = torch.tensor([0] * P + list(range(1, N + 1)))
+    x = torch.randn(b, 3, *SIZE, device=dev)
+    masked = torch.randn(b, 3, *SIZE, device=dev) if model.num_streams > 1 else None
+    y = torch.tensor([0] * P + list(range(1, N + 1)), device=dev)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     times = []
     for i in range(warmup + steps):
+        if dev == "cuda":
+            torch.cuda.synchronize()
         t = time.perf_counter()
-        loss = loss_fn(model(x, masked).feat, y)
+        with torch.autocast(dev, dtype=dtype, enabled=dtype is not None and dev == "cuda"):
+            loss = loss_fn(model(x, masked).feat, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if dev == "cuda":
+            torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t)
     return b / float(np.mean(times))
 
 
-def bench_pipeline(arch: str, P: int, N: int, steps: int, warmup: int, frame, masks) -> float:
+def bench_pipeline(arch: str, P: int, N: int, steps: int, warmup: int, frame, masks, width: float = 1.0) -> float:
     torch.manual_seed(0)
-    model = build_model(arch)
+    model = build_model(arch, width=width)
     ds = ReIDDataset(frame, masks, size=SIZE, train=True, need_masked=model.num_streams > 1)
     sampler = MaskReIDSampler(frame["label"].to_numpy(), P=P, N=N, batches_per_epoch=warmup + steps)
     with tempfile.TemporaryDirectory() as d:
@@ -80,6 +91,7 @@ def bench_pipeline(arch: str, P: int, N: int, steps: int, warmup: int, frame, ma
 
 
 def main() -> None:
+    global SIZE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--archs", nargs="+", default=["maskreid_mf", "dgd"])
     ap.add_argument("--threads", type=int, default=2)
@@ -87,15 +99,21 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("-P", type=int, default=10)
     ap.add_argument("-N", type=int, default=54)
+    ap.add_argument("--size", type=int, nargs=2, default=list(SIZE), metavar=("H", "W"))
+    ap.add_argument("--width", type=float, default=1.0, help="DGD trunk width multiplier")
+    ap.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast (CUDA only)")
     args = ap.parse_args()
+    SIZE = tuple(args.size)
     torch.set_num_threads(args.threads)
     frame, masks = synthetic()
     for arch in args.archs:
         res = {
-            "arch": arch, "size": list(SIZE), "batch": args.P + args.N, "threads": args.threads,
-            "compute_img_per_s": round(bench_compute(arch, args.P, args.N, args.steps, args.warmup), 2),
+            "arch": arch, "size": list(SIZE), "width": args.width, "batch": args.P + args.N,
+            "threads": args.threads, "amp": args.amp,
+            "compute_img_per_s": round(bench_compute(arch, args.P, args.N, args.steps, args.warmup, args.width,
+                                                     args.amp), 2),
             "pipeline_img_per_s": round(
-                bench_pipeline(arch, args.P, args.N, args.steps, args.warmup, frame, masks), 2),
+                bench_pipeline(arch, args.P, args.N, args.steps, args.warmup, frame, masks, args.width), 2),
             "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         }
         print(json.dumps(res), flush=True)
