@@ -7,8 +7,6 @@ manifests share ``data/splits/``.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from maskreid.io import atomic_write
 from maskreid.splits.protocols import MANIFEST_COLUMNS, ROLES
 
 MANIFEST_SCHEMA = pa.schema(
@@ -42,17 +41,6 @@ def meta_path(path: str | Path) -> Path:
     return path.with_name(path.name.removesuffix(".parquet") + ".meta.json")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_manifest(df: pd.DataFrame, path: str | Path, meta: Mapping[str, Any]) -> Path:
     """Write a manifest Parquet file and its meta json (protocol, seed, trials, counts)."""
     path = manifest_path(path)
@@ -67,8 +55,8 @@ def write_manifest(df: pd.DataFrame, path: str | Path, meta: Mapping[str, Any]) 
         "trials": sorted(int(t) for t in df["trial"].unique()),
         "counts_trial0": {r: int(n) for (t, r), n in counts.items() if t == df["trial"].min()},
     }
-    _atomic_write(path, lambda p: pq.write_table(table, p, compression="zstd"))
-    _atomic_write(meta_path(path), lambda p: p.write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n"))
+    atomic_write(path, lambda p: pq.write_table(table, p, compression="zstd"))
+    atomic_write(meta_path(path), lambda p: p.write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n"))
     return path
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import time
 import warnings
@@ -42,6 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from maskreid.io import atomic_write
 from maskreid.train import distributed as dist_utils
 from maskreid.train.data import SeededBatches
 
@@ -148,15 +148,7 @@ def _set_rng_state(state: dict) -> None:
 
 def save_atomic(obj, path: Path) -> None:
     """torch.save to a temp sibling, then rename: a kill never leaves a truncated file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
