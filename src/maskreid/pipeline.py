@@ -143,6 +143,7 @@ def run_segment(name: str, params: dict) -> dict:
     from maskreid.segment import build_segmenter
     from maskreid.segment.quality import parsing_reference, quality_report
     from maskreid.segment.run import segment_dataset
+    from maskreid.segment.torchvision_seg import WeightsUnavailableError
     from maskreid.store.shards import read_frame, write_shards
 
     cfg = dict(get(params, "segment"))
@@ -176,7 +177,7 @@ def run_segment(name: str, params: dict) -> dict:
             out = Path("data/cache/quality") / name / slug
             try:
                 seg = build_segmenter(bcfg)
-            except FileNotFoundError as e:  # e.g. torchvision weights not in the hub cache offline
+            except (FileNotFoundError, WeightsUnavailableError) as e:  # no weights here (offline)
                 per_backend[b] = {"skipped": str(e)}
                 continue
             t0 = time.perf_counter()
