@@ -95,13 +95,17 @@ def build_report(cell_params: dict[str, dict[str, Any]], cells: dict[str, dict[s
                 cfg, res = cell_params[n], cells.get(n) or {}
                 ds = cfg["dataset"]
                 keys = [k for k, _ in EVALS if k in res] or ["sq"]
+                subset = (res.get("setup") or {}).get("subset")
                 for k in keys:
-                    label = dict(EVALS)[k]
+                    label = dict(EVALS)[k] + (" (subset†)" if subset else "")
                     m = res.get(k)
                     lines.append(
                         f"| {n} | {cfg['model']} | {label} | {_pair(m)} | {_paper_pair(ds, k)} | {_delta(m, ds, k)} |"
                     )
                     table_rows.append({"cell": n, **cfg, "eval": k, "result": m, "paper": PAPER.get(f"{ds}/{k}")})
+        if any((cells.get(n) or {}).get("setup", {}).get("subset") for n in names):
+            lines += ["", "† evaluated on a seeded subset of the test identities (see `setup.subset`): a smaller "
+                      "gallery than the paper's, so the difference to the paper is indicative only."]
         notes = sorted({json.dumps(c.get("setup", {}), sort_keys=True) for c in (cells.get(n) for n in names) if c})
         if notes:
             lines += ["", "Set-up of these cells (pre-training sets, mask backend, AP rule):", ""]
