@@ -156,6 +156,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="")
     args = ap.parse_args()
+    if args.part in ("rerank", "reference") and not args.out:
+        ap.error("--part rerank/reference exchange their output through --out FILE.npy")
     torch.set_num_threads(args.threads)
     if args.part:
         fn = {"eval": part_eval, "rerank": part_rerank, "reference": part_reference}[args.part]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from maskreid.store.shards import SHARD_GLOB, _tmp_sibling, encode_png, replace_dir, shard_paths
+from maskreid.store.shards import SHARD_GLOB, encode_png, shard_paths, write_shards
 
 CACHE_SCHEMA = pa.schema([("sha256", pa.string()), ("mask", pa.binary()), ("fg_fraction", pa.float32())])
 MASK_SCHEMA = pa.schema([("image_id", pa.string()), ("sha256", pa.string()), ("mask", pa.binary()),
@@ -109,36 +108,8 @@ class MaskCache:
 
 def write_mask_shards(rows: Iterable[dict], out_dir: str | Path, meta: dict, rows_per_shard: int = 8192) -> int:
     """Write the segment stage's out (``part-*.parquet`` + ``meta.json``) as one atomic folder swap."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(out_dir)
-    tmp.mkdir()
-    n = 0
-    try:
-        batch: list[dict] = []
-        part = 0
-
-        def flush() -> None:
-            nonlocal part
-            cols = {f.name: [r[f.name] for r in batch] for f in MASK_SCHEMA}
-            pq.write_table(pa.Table.from_pydict(cols, schema=MASK_SCHEMA), tmp / f"part-{part:05d}.parquet",
-                           compression="zstd")
-            part += 1
-
-        for row in rows:
-            batch.append(row)
-            n += 1
-            if len(batch) == rows_per_shard:
-                flush()
-                batch = []
-        if batch or part == 0:
-            flush()
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return n
+    meta_text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+    return write_shards(rows, out_dir, rows_per_shard, schema=MASK_SCHEMA, extra_files={"meta.json": meta_text})
 
 
 def read_mask_meta(mask_dir: str | Path) -> dict:

@@ -108,9 +108,11 @@ def write_shards(
     out_dir: str | Path,
     rows_per_shard: int = 4096,
     schema: pa.Schema = IMAGE_SCHEMA,
+    extra_files: dict[str, str] | None = None,
 ) -> int:
     """Write rows (dicts keyed by schema field names; missing nullable fields become null)
-    as Parquet shards into ``out_dir`` atomically. Returns the number of rows written."""
+    as Parquet shards into ``out_dir`` atomically, with ``extra_files`` (name -> text, e.g. a
+    meta.json) inside the same folder swap. Returns the number of rows written."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(out_dir)
@@ -124,6 +126,8 @@ def write_shards(
             n += len(batch)
         if n == 0:  # an empty set still gets one shard, so readers see the schema
             pq.write_table(schema.empty_table(), tmp / "part-00000.parquet")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
