@@ -18,13 +18,6 @@ SIZE = (32, 16)
 OPT = {"max_steps": 2, "log_every": 1, "progress": False, "lr": 0.01}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_train_rank_writes_model_and_live(tmp_path):
     frame, masks = synthetic_frame(n_ids=6, per_id=4)

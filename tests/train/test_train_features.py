@@ -13,13 +13,6 @@ from maskreid.store.shards import encode_png, sha256_bytes
 SIZE = (48, 24)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _frame(n=7):
     import pandas as pd

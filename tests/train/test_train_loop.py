@@ -53,14 +53,6 @@ def synthetic_frame(n_ids=4, per_id=6, seed=0):
     return pd.DataFrame(rows), masks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and reproducibly) on one thread on this shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 CFG = {"lr": 0.05, "schedule": "cosine", "warmup_steps": 2, "log_every": 2, "seed": 3,
        "loss_input": "logits", "progress": False}
