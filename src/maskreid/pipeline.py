@@ -115,7 +115,7 @@ def _segmenter_cfg(cfg: dict) -> dict:
     if backend == "torchvision":
         out.update(model=cfg["model"], size=list(cfg.get("working_size", [256, 128])), batch_size=cfg.get("batch_size", 64))
     elif backend == "smp":
-        out.update(path=cfg["model"])
+        out.update(path=cfg["model"], runtime=cfg.get("runtime", "auto"))
     elif backend == "onnx":
         out.update(preset=cfg["model"])
     return out

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from maskreid.segment.base import build_segmenter
-from maskreid.segment.quality import mask_iou, quality_report
+from maskreid.segment.quality import mask_confidence, mask_iou, quality_report
 from maskreid.segment.run import segment_dataset
 from maskreid.store.masks import load_masks
 from maskreid.store.shards import decode_image, decode_mask, write_shards
@@ -111,6 +111,39 @@ def test_smp_checkpoint_roundtrip(tmp_path):
         build_segmenter({"backend": "smp", "path": str(tmp_path / "bad.pt")})
 
 
+def test_smp_runtime_onnx_matches_torch_and_rejects_a_foreign_export(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    from maskreid.segment.trainer import PersonLogit, export_onnx
+
+    def make(seed):
+        torch.manual_seed(seed)
+        return smp.create_model("Unet", encoder_name="resnet18", encoder_weights=None, classes=1,
+                                decoder_channels=[32, 16, 16, 8, 8]).eval()
+
+    net = make(0)
+    ckpt = {"arch": "Unet", "encoder_name": "resnet18", "classes": 1, "input_size": [64, 32],
+            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "state_dict": net.state_dict(),
+            "model_kwargs": {"decoder_channels": [32, 16, 16, 8, 8]}}
+    torch.save(ckpt, tmp_path / "seg.pt")
+    cfg = {"backend": "smp", "path": str(tmp_path / "seg.pt"), "device": "cpu"}
+    with pytest.raises(FileNotFoundError, match=r"seg\.onnx"):
+        build_segmenter({**cfg, "runtime": "onnx"})
+    assert build_segmenter(cfg).runtime == "torch"  # auto without an export: PyTorch, with a warning
+    export_onnx(PersonLogit(net, 1), [64, 32], tmp_path / "seg.onnx")
+    via_onnx, via_torch = build_segmenter(cfg), build_segmenter({**cfg, "runtime": "torch"})
+    assert via_onnx.runtime == "onnx" and via_onnx.fingerprint != via_torch.fingerprint
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (128, 64, 3), dtype=np.uint8), rng.integers(0, 256, (100, 40, 3), dtype=np.uint8)]
+    for a, b in zip(via_onnx.predict(imgs), via_torch.predict(imgs)):
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
+    export_onnx(PersonLogit(make(1), 1), [64, 32], tmp_path / "seg.onnx")  # another model's export
+    with pytest.raises(ValueError, match=r"seg\.onnx does not reproduce .*seg\.pt"):
+        build_segmenter(cfg)
+    with pytest.raises(ValueError, match="runtime"):
+        build_segmenter({**cfg, "runtime": "tensorrt"})
+
+
 def test_quality_report_on_synthetic(synth, outs, tmp_path):
     d, _ = synth
     rep = quality_report(outs / "grabcut", tmp_path / "q", images_dir=d, compare={"gt": outs / "ground_truth"},
@@ -124,3 +157,19 @@ def test_quality_report_on_synthetic(synth, outs, tmp_path):
     assert g.shape == (4 * 128, 4 * 64, 3)  # original / masked / reference / mask rows
     perfect = quality_report(outs / "ground_truth", tmp_path / "q2", images_dir=d)
     assert perfect["iou_mean"] == 1.0 and perfect["empty"] == 0
+
+
+def test_mask_confidence_hand_cases():
+    assert mask_confidence(np.zeros((4, 2), np.uint8)) == 1.0
+    assert mask_confidence(np.full((4, 2), 255, np.uint8)) == 1.0
+    half = np.array([[0, 255], [128, 127]], np.uint8)  # two decided pixels, two at ~0.5
+    assert mask_confidence(half) == pytest.approx((1 + 1 + 0.5 / 127.5 + 0.5 / 127.5) / 4)
+
+
+def test_quality_report_without_reference_orders_galleries_by_confidence(synth, outs, tmp_path):
+    d, _ = synth
+    rep = quality_report(outs / "grabcut", tmp_path / "q", images_dir=d, reference={}, sample=4)
+    assert "iou_mean" not in rep and rep["gallery_order"].startswith("mask confidence")
+    assert set(rep["figures"]) == {"fg_hist.png", "gallery.png", "gallery_worst.png", "gallery_median.png"}
+    assert decode_image((tmp_path / "q" / "gallery_worst.png").read_bytes()).shape == (3 * 128, 4 * 64, 3)
+    assert 0.0 <= rep["confidence_p10"] <= rep["confidence_mean"] <= 1.0

@@ -4,7 +4,9 @@ Why: a segmenter that returns empty or full-frame masks on some crops silently t
 stream into noise; the fg-fraction histogram and the empty/near-full counts catch that without any
 reference, IoU against a reference (a dataset's gt_mask, or human-parsing label maps) measures it
 when one exists, and pairwise IoU between backends shows how much the choice of backend matters.
-The galleries are the paper's Fig. 2 (original / masked / mask) plus worst and median cases.
+The galleries are the paper's Fig. 2 (original / masked / mask) plus worst and median cases:
+ordered by IoU where a reference exists, else by the mask's own confidence mean |2p - 1| (a crop
+the segmenter is unsure about is where its mask is most likely wrong, e.g. on another camera network).
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ def mask_iou(pred: np.ndarray, ref: np.ndarray) -> float:
         raise ValueError(f"mask shapes differ: {pred.shape} vs {ref.shape}")
     union = np.logical_or(pred, ref).sum()
     return 1.0 if union == 0 else float(np.logical_and(pred, ref).sum() / union)
+
+
+def mask_confidence(mask: np.ndarray) -> float:
+    """Mean |2p - 1| of a stored probability mask (uint8 0..255): 1 = every pixel decided, 0 = all at 0.5."""
+    return float(np.abs(np.asarray(mask, np.float32) / 127.5 - 1.0).mean())
 
 
 def parsing_reference(tar_path: str | Path, image_ids: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -124,11 +131,13 @@ def quality_report(
     t = read_mask_table(masks_dir).to_pandas().sort_values("image_id").reset_index(drop=True)
     masks = [decode_mask(b, i) for b, i in zip(t["mask"], t["image_id"])]
     fg = np.array([float((m >= thr * 255.0).mean()) for m in masks])
+    conf = np.array([mask_confidence(m) for m in masks])
     report: dict = {
         "backend": meta["backend"], "fingerprint": meta["fingerprint"], "threshold": thr, "n": int(len(t)),
         "empty": int((fg < EMPTY_FG).sum()), "near_full": int((fg > FULL_FG).sum()),
         "fg_mean": round(float(fg.mean()), 4) if len(fg) else float("nan"),
         "fg_p10": _pct(fg, 10), "fg_p50": _pct(fg, 50), "fg_p90": _pct(fg, 90),
+        "confidence_mean": round(float(conf.mean()), 4) if len(conf) else float("nan"), "confidence_p10": _pct(conf, 10),
     }
     _histogram(out_dir / "fg_hist.png", fg, f"{meta['backend']}: fg fraction at p>={thr} (n={len(t)})")
     figures = ["fg_hist.png"]
@@ -160,13 +169,17 @@ def quality_report(
         ious = np.array([mask_iou(masks[i] >= thr * 255.0, np.asarray(reference[t["image_id"][i]]) > 0) for i in have])
         report.update({"iou_n": len(have), "iou_mean": round(float(ious.mean()), 4) if len(have) else float("nan"),
                        "iou_p10": _pct(ious, 10)})
-        if images and len(have):
-            order = np.argsort(ious, kind="stable")
-            k = min(sample, len(have))
-            mid = max(0, len(have) // 2 - k // 2)
-            for name, sel in (("gallery_worst.png", order[:k]), ("gallery_median.png", order[mid:mid + k])):
-                _save_rgb(out_dir / name, rows_for([have[j] for j in sel], ref=True))
-                figures.append(name)
+        score, with_ref, report["gallery_order"] = ious, True, "IoU against the reference"
+    else:
+        have, score, with_ref = list(range(len(t))), conf, False
+        report["gallery_order"] = "mask confidence mean |2p-1| (no reference)"
+    if images and len(have):
+        order = np.argsort(score, kind="stable")
+        k = min(sample, len(have))
+        mid = max(0, len(have) // 2 - k // 2)
+        for name, sel in (("gallery_worst.png", order[:k]), ("gallery_median.png", order[mid:mid + k])):
+            _save_rgb(out_dir / name, rows_for([have[j] for j in sel], ref=with_ref))
+            figures.append(name)
     if compare:
         report["pairwise_iou"] = pairwise_iou({meta["backend"]: masks_dir, **compare}, thr, seed=seed)
     report["figures"] = figures
