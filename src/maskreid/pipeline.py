@@ -26,6 +26,7 @@ FEATURES = Path("data/features")
 METRICS = Path("metrics")
 REPORTS = Path("reports")
 MASK_CACHE = Path("data/cache/masks")
+MASK_VARIANTS = Path("data/mask_variants")  # other backends' masks of one dataset's split images
 
 
 def stage_main(fn: Callable[[str, dict], Any], argv: list[str] | None = None) -> None:
@@ -219,6 +220,42 @@ def run_segment(name: str, params: dict) -> dict:
     return result
 
 
+def _variant_segmenter_cfg(segmenter: str, params: dict) -> dict:
+    """A mask variant's backend: "main" is the profile's own segment backend, else a short name."""
+    return _segmenter_cfg(dict(get(params, "segment"))) if segmenter == "main" else _compare_cfg(segmenter)
+
+
+def run_segment_variant(key: str, params: dict) -> dict:
+    """Masks of one dataset's split images (train and test, every trial) from another backend.
+
+    Why: what masks do to re-ID is measured by fine-tuning and evaluating the same model with each
+    backend's masks; only the images the protocol uses need them, which keeps slow backends
+    (GrabCut, ~30 crops/s) affordable on a subset.
+    """
+    from maskreid.segment import build_segmenter
+    from maskreid.segment.quality import quality_report
+    from maskreid.segment.run import segment_dataset
+    from maskreid.splits import read_manifest
+    from maskreid.store.shards import read_frame, write_shards
+
+    v = get(params, f"mask_variants.{key}")
+    name = v["dataset"]
+    used = set(read_manifest(SPLITS / name).image_id)
+    frame = read_frame(IMAGES / name)
+    frame = frame[frame.image_id.isin(used)]
+    images_dir = Path("data/cache/mask_variants") / key / "images"
+    write_shards(frame.to_dict("records"), images_dir)
+    threshold = get(params, "mask.threshold")
+    cfg = dict(get(params, "segment"))
+    stats = segment_dataset(images_dir, MASK_VARIANTS / key, build_segmenter(_variant_segmenter_cfg(v["segmenter"], params)),
+                            cache_dir=MASK_CACHE, batch_size=cfg.get("batch_size", 64), threshold=threshold)
+    quality = quality_report(MASK_VARIANTS / key, REPORTS / "segmentation" / "variants" / key, images_dir=images_dir,
+                             reference={}, threshold=threshold)
+    out = {"variant": key, "dataset": name, "segmenter": v["segmenter"], "run": stats, "quality": quality}
+    write_json(METRICS / "segmentation" / "variants" / f"{key}.json", out)
+    return out
+
+
 # --------------------------------------------------------------------------- splits
 def run_splits(name: str, params: dict) -> dict:
     """Image metadata -> the dataset's protocol manifest (trials x roles), optionally subsampled."""
@@ -253,22 +290,25 @@ def _train_frame(datasets: list[str], trial: int = 0):
     return merged_train(manifests, trial=trial)
 
 
-def _masks_for(datasets: list[str]) -> dict[str, bytes]:
+def _masks_for(mask_dirs: list[Path]) -> dict[str, bytes]:
     from maskreid.store.masks import load_masks
 
     masks: dict[str, bytes] = {}
-    for d in datasets:
-        masks.update(load_masks(MASKS / d))
+    for d in mask_dirs:
+        masks.update(load_masks(d))
     return masks
 
 
-def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init: Path | None, params: dict) -> dict:
+def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init: Path | None, params: dict,
+           mask_dirs: list[Path] | None = None, optim_of: str | None = None) -> dict:
+    """One training run; masks from each dataset's segment out unless ``mask_dirs`` says otherwise,
+    optimiser settings from ``<optim_of or kind>.optim``."""
     from maskreid.train import train_model
     from maskreid.train.data import attach_images
 
     frame = attach_images(_train_frame(datasets), [IMAGES / d for d in datasets])
-    masks = _masks_for(datasets)
-    optim = dict(get(params, f"{kind}.optim"))
+    masks = _masks_for(mask_dirs if mask_dirs is not None else [MASKS / d for d in datasets])
+    optim = dict(get(params, f"{optim_of or kind}.optim"))
     optim["seed"] = get(params, "seed")
     batch_size = optim.pop("batch_size")
     sampler = get(params, "sampler")
@@ -299,6 +339,7 @@ def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init:
     result = {
         "stage": f"{kind}@{key}",
         "datasets": datasets,
+        "masks": [str(d) for d in (mask_dirs if mask_dirs is not None else [MASKS / d for d in datasets])],
         "loss": loss,
         "images": int(len(frame)),
         "identities": int(frame["label"].nunique()),
@@ -336,10 +377,35 @@ def run_finetune(key: str, params: dict) -> dict:
     return _train("finetune", key, run, [run["dataset"]], run["loss"], init, params)
 
 
+def variant_cell(key: str) -> str:
+    """The table cell a mask variant's fine-tuned model is evaluated as."""
+    return f"masks_{key}"
+
+
+def run_finetune_variant(key: str, params: dict) -> dict:
+    """Fine-tune like ``finetune`` but with a mask variant's masks (``mask_variants.<key>``)."""
+    v = get(params, f"mask_variants.{key}")
+    init = MODELS / "pretrain" / v["init"] / "model.pt"
+    return _train("finetune_variant", key, v, [v["dataset"]], v["loss"], init, params, mask_dirs=[MASK_VARIANTS / key],
+                  optim_of="finetune")
+
+
 # --------------------------------------------------------------------------- evaluation
 def run_evaluate(key: str, params: dict) -> dict:
-    """One table cell: features once (stored), then every protocol the dataset has, with and
-    without re-ranking."""
+    """One table cell (``cells.<key>``): its model on its dataset's test protocol."""
+    cell = get(params, f"cells.{key}")
+    return _evaluate(key, cell, params, MASKS / cell["dataset"])
+
+
+def run_evaluate_variant(key: str, params: dict) -> dict:
+    """A mask variant's fine-tuned model on its dataset, with that variant's test masks."""
+    v = get(params, f"mask_variants.{key}")
+    cell = {"model": f"finetune_variant/{key}", "dataset": v["dataset"]}
+    return _evaluate(variant_cell(key), cell, params, MASK_VARIANTS / key)
+
+
+def _evaluate(key: str, cell: dict, params: dict, mask_dir: Path) -> dict:
+    """Features once (stored), every protocol of the dataset, with and without re-ranking."""
     import numpy as np
     import torch
 
@@ -349,7 +415,6 @@ def run_evaluate(key: str, params: dict) -> dict:
     from maskreid.train import load_model
     from maskreid.train.data import attach_images
 
-    cell = get(params, f"cells.{key}")
     name = cell["dataset"]
     ecfg = dict(get(params, "evaluate"))
     manifest = read_manifest(SPLITS / name)
@@ -361,7 +426,7 @@ def run_evaluate(key: str, params: dict) -> dict:
     model_path = MODELS / cell["model"] / "model.pt"
     model = load_model(model_path, device)
     info = getattr(model, "train_meta", {}) or {}
-    masks = _masks_for([name]) if model.num_streams > 1 else None
+    masks = _masks_for([mask_dir]) if model.num_streams > 1 else None
     mask = get(params, "mask")
     feats = extract_features(
         model,
@@ -385,7 +450,7 @@ def run_evaluate(key: str, params: dict) -> dict:
         rerank=ecfg["rerank"],
         max_rank=ecfg.get("max_rank", 50),
     )
-    seg = read_json(MASKS / name / "meta.json") if (MASKS / name / "meta.json").exists() else {}
+    seg = read_json(mask_dir / "meta.json") if model.num_streams > 1 and (mask_dir / "meta.json").exists() else {}
     train_info = info.get("train_summary", {})
     out = {
         "cell": key,
@@ -428,7 +493,8 @@ def _pretrain_sets(model: str, params: dict) -> list[str]:
     kind, key = model.split("/", 1)
     if kind == "pretrain":
         return list(get(params, f"pretrain.runs.{key}.sets", []))
-    init = get(params, f"finetune.runs.{key}.init", None)
+    runs = "mask_variants" if kind == "finetune_variant" else "finetune.runs"
+    init = get(params, f"{runs}.{key}.init", None)
     return list(get(params, f"pretrain.runs.{init}.sets", [])) if init else []
 
 
@@ -437,7 +503,10 @@ def run_report(_key: str, params: dict) -> dict:
     from maskreid.report import build_report, load_cells
 
     cells = load_cells(METRICS / "cells")
-    md, js = build_report(get(params, "cells"), cells)
+    variants = get(params, "mask_variants", {}) or {}
+    cell_params = {**get(params, "cells"),
+                   **{variant_cell(k): {"model": f"finetune_variant/{k}", "dataset": v["dataset"]} for k, v in variants.items()}}
+    md, js = build_report(cell_params, cells, mask_table=get(params, "mask_table", {}) or {})
     write_text(REPORTS / "tables.md", md)
     write_json(REPORTS / "tables.json", js)
     return js

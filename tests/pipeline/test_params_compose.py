@@ -42,3 +42,7 @@ def test_every_cell_names_a_configured_model(tmp_path):
         for key, run in p["finetune"]["runs"].items():
             assert run["init"] in p["pretrain"]["runs"], (profile, key)
             assert run["dataset"] in p["datasets"]
+        for key, v in p["mask_variants"].items():
+            assert v["init"] in p["pretrain"]["runs"] and v["dataset"] in p["datasets"], (profile, key)
+        known = set(p["cells"]) | {f"masks_{k}" for k in p["mask_variants"]}
+        assert set(p["mask_table"]) <= known, (profile, set(p["mask_table"]) - known)

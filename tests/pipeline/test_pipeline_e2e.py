@@ -31,6 +31,7 @@ def tiny_params(tmp_path, monkeypatch):
     p["finetune"]["runs"] = {"synthetic_rank": p["finetune"]["runs"]["synthetic_rank"]}
     p["sampler"].update(P=3, N=5)
     p["cells"] = {k: v for k, v in p["cells"].items() if k in ("t1_maskreid_mf_synthetic_small", "t2_synthetic_rank")}
+    p["mask_table"] = {"t2_synthetic_rank": "true masks", "masks_synthetic_grabcut": "GrabCut"}
     monkeypatch.chdir(tmp_path)
     return p
 
@@ -58,8 +59,18 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     assert "cmc" not in t2["sq"] and json.loads(Path("reports/cmc/t2_synthetic_rank.json").read_text())[0]["rank"] == 1
     assert Path("data/features/t2_synthetic_rank.npz").exists()
     assert Path("reports/ranklists/t2_synthetic_rank.png").stat().st_size > 1000
+    # the masks table: the same fine-tuning with GrabCut's masks of the split images only
+    var = pipeline.run_segment_variant("synthetic_grabcut", p)
+    assert var["run"]["backend"] == "grabcut" and var["run"]["images"] == len(set(
+        __import__("maskreid.splits", fromlist=["read_manifest"]).read_manifest(Path("data/splits/synthetic")).image_id))
+    fv = pipeline.run_finetune_variant("synthetic_grabcut", p)
+    assert fv["steps"] == 2 and fv["masks"] == ["data/mask_variants/synthetic_grabcut"]
+    cell = pipeline.run_evaluate_variant("synthetic_grabcut", p)
+    assert cell["setup"]["mask_backend"] == "grabcut" and Path("metrics/cells/masks_synthetic_grabcut.json").exists()
     pipeline.run_report("", p)
     md = Path("reports/tables.md").read_text()
     assert "t2_synthetic_rank" in md and "t1_maskreid_mf_synthetic_small" in md
+    assert "## Masks → re-ID" in md and "| GrabCut | masks_synthetic_grabcut | grabcut |" in md
+    assert "| true masks | t2_synthetic_rank | ground_truth |" in md
     assert not any(f.name.startswith(".") and f.suffix == ".tmp" for f in Path("metrics").rglob("*"))
     assert os.path.exists("dvclive/pretrain/maskreid_mf")
