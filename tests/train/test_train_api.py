@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train_loop import synthetic_frame  # noqa: E402
 
 from maskreid.models import build_model  # noqa: E402
+from maskreid.store.shards import encode_png  # noqa: E402
 from maskreid.train import MODEL_NAME, load_model, load_pretrained, train_model  # noqa: E402
 
 SIZE = (32, 16)
@@ -53,3 +55,28 @@ def test_softmax_then_finetune_drops_head(tmp_path):
     assert torch.equal(fresh.state_dict()["embed.0.weight"], src["embed.0.weight"])
     with pytest.raises(ValueError, match="arch"):
         load_pretrained(build_model("maskreid_m"), pre)
+
+
+def test_a_checkpoint_of_other_masks_or_init_weights_is_not_resumed(tmp_path):
+    """A finished run's checkpoint (a persist out) must not stand in for a run on new inputs."""
+    frame, masks = synthetic_frame(n_ids=6, per_id=4)
+    args = ("maskreid_mf", "rank", {"alpha": 0.15, "lam": 2.0}, {"P": 3, "N": 5}, OPT, tmp_path / "m")
+    first = train_model(frame, masks, *args, data_cfg={"size": SIZE})
+    assert first["resumed_from"] is None
+    assert train_model(frame, masks, *args, data_cfg={"size": SIZE})["resumed_from"] == 2  # same inputs
+    other = dict(masks)
+    right_half = np.zeros((32, 16), np.uint8)
+    right_half[:, 8:] = 255
+    other[sorted(other)[0]] = encode_png(right_half)  # one image's mask changed (a retrained segmenter)
+    with pytest.warns(UserWarning, match="other training options"):
+        assert train_model(frame, other, *args, data_cfg={"size": SIZE})["resumed_from"] is None
+    init = tmp_path / "init.pt"
+    torch.save(torch.load(tmp_path / "m" / MODEL_NAME, weights_only=False), init)
+    with pytest.warns(UserWarning, match="other training options"):
+        train_model(frame, other, *args, init_from=init, data_cfg={"size": SIZE})
+    assert train_model(frame, other, *args, init_from=init, data_cfg={"size": SIZE})["resumed_from"] == 2
+    ck = torch.load(init, weights_only=False)
+    ck["state_dict"] = {k: v + 1 for k, v in ck["state_dict"].items()}  # same path, other weights
+    torch.save(ck, init)
+    with pytest.warns(UserWarning, match="other training options"):
+        assert train_model(frame, other, *args, init_from=init, data_cfg={"size": SIZE})["resumed_from"] is None

@@ -6,6 +6,7 @@ into ``out_dir/model.pt``; ``load_model`` reads it back. Stages stay thin: read 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,23 @@ def build_batch_sampler(labels: np.ndarray, kind: str, cfg: dict, seed: int, ran
                          batches_per_epoch=cfg.get("batches_per_epoch"), seed=seed, rank=rank,
                          world_size=world_size)
     raise ValueError(f"sampler kind must be 'shuffle', 'maskreid' or 'pk', got {kind!r}")
+
+
+def inputs_digest(frame: pd.DataFrame, masks: dict[str, bytes] | None, init_from: str | Path | None) -> str:
+    """sha256 of what a run learns from: (image, label) pairs, the masks of those images and the
+    initial weights. Folded into the checkpoint fingerprint, so a resume checkpoint left by a run
+    on other data (new masks from a retrained segmenter, a re-trained init model) is never resumed."""
+    h = hashlib.sha256()
+    for sha, label in sorted(zip(frame["sha256"], frame["label"].astype(int))):
+        h.update(f"{sha}:{label};".encode())
+    if masks is not None:
+        for sha in sorted(set(frame["sha256"])):
+            h.update(hashlib.sha256(masks.get(sha, b"")).digest())
+    if init_from is not None:
+        with open(init_from, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
@@ -140,7 +158,8 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
            "softmax_weight": softmax_weight,
            "meta": {"arch": arch, "loss": loss_name, "loss_cfg": loss_cfg, "sampler": kind,
                     "sampler_cfg": sampler_cfg, "data_cfg": data_cfg, "model_cfg": model_cfg,
-                    "init_from": str(init_from) if init_from else None, "n": len(frame)}}
+                    "init_from": str(init_from) if init_from else None, "n": len(frame),
+                    "inputs": inputs_digest(frame, masks if two_stream else None, init_from)}}
 
     live = None
     if info.is_main and live_dir is not None:
