@@ -307,7 +307,9 @@ def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init:
     from maskreid.train.data import attach_images
 
     frame = attach_images(_train_frame(datasets), [IMAGES / d for d in datasets])
-    masks = _masks_for(mask_dirs if mask_dirs is not None else [MASKS / d for d in datasets])
+    if mask_dirs is None:
+        mask_dirs = [MASKS / d for d in datasets]
+    masks = _masks_for(mask_dirs)
     optim = dict(get(params, f"{optim_of or kind}.optim"))
     optim["seed"] = get(params, "seed")
     batch_size = optim.pop("batch_size")
@@ -339,7 +341,7 @@ def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init:
     result = {
         "stage": f"{kind}@{key}",
         "datasets": datasets,
-        "masks": [str(d) for d in (mask_dirs if mask_dirs is not None else [MASKS / d for d in datasets])],
+        "masks": [str(d) for d in mask_dirs],
         "loss": loss,
         "images": int(len(frame)),
         "identities": int(frame["label"].nunique()),
@@ -377,9 +379,9 @@ def run_finetune(key: str, params: dict) -> dict:
     return _train("finetune", key, run, [run["dataset"]], run["loss"], init, params)
 
 
-def variant_cell(key: str) -> str:
-    """The table cell a mask variant's fine-tuned model is evaluated as."""
-    return f"masks_{key}"
+def variant_cell(key: str, variant: dict) -> tuple[str, dict]:
+    """The table cell (name, cell params) a mask variant's fine-tuned model is evaluated as."""
+    return f"masks_{key}", {"model": f"finetune_variant/{key}", "dataset": variant["dataset"]}
 
 
 def run_finetune_variant(key: str, params: dict) -> dict:
@@ -399,9 +401,8 @@ def run_evaluate(key: str, params: dict) -> dict:
 
 def run_evaluate_variant(key: str, params: dict) -> dict:
     """A mask variant's fine-tuned model on its dataset, with that variant's test masks."""
-    v = get(params, f"mask_variants.{key}")
-    cell = {"model": f"finetune_variant/{key}", "dataset": v["dataset"]}
-    return _evaluate(variant_cell(key), cell, params, MASK_VARIANTS / key)
+    name, cell = variant_cell(key, get(params, f"mask_variants.{key}"))
+    return _evaluate(name, cell, params, MASK_VARIANTS / key)
 
 
 def _evaluate(key: str, cell: dict, params: dict, mask_dir: Path) -> dict:
@@ -504,8 +505,7 @@ def run_report(_key: str, params: dict) -> dict:
 
     cells = load_cells(METRICS / "cells")
     variants = get(params, "mask_variants", {}) or {}
-    cell_params = {**get(params, "cells"),
-                   **{variant_cell(k): {"model": f"finetune_variant/{k}", "dataset": v["dataset"]} for k, v in variants.items()}}
+    cell_params = {**get(params, "cells"), **dict(variant_cell(k, v) for k, v in variants.items())}
     md, js = build_report(cell_params, cells, mask_table=get(params, "mask_table", {}) or {})
     write_text(REPORTS / "tables.md", md)
     write_json(REPORTS / "tables.json", js)

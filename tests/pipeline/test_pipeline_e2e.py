@@ -13,6 +13,7 @@ import yaml
 
 from maskreid import pipeline
 from maskreid.config import compose_params
+from maskreid.splits import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,8 +62,8 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     assert Path("reports/ranklists/t2_synthetic_rank.png").stat().st_size > 1000
     # the masks table: the same fine-tuning with GrabCut's masks of the split images only
     var = pipeline.run_segment_variant("synthetic_grabcut", p)
-    assert var["run"]["backend"] == "grabcut" and var["run"]["images"] == len(set(
-        __import__("maskreid.splits", fromlist=["read_manifest"]).read_manifest(Path("data/splits/synthetic")).image_id))
+    assert var["run"]["backend"] == "grabcut"
+    assert var["run"]["images"] == len(set(read_manifest(Path("data/splits/synthetic")).image_id))
     fv = pipeline.run_finetune_variant("synthetic_grabcut", p)
     assert fv["steps"] == 2 and fv["masks"] == ["data/mask_variants/synthetic_grabcut"]
     cell = pipeline.run_evaluate_variant("synthetic_grabcut", p)

@@ -72,7 +72,7 @@ def unletterbox(prob: np.ndarray, box: tuple[int, int, int], h: int, w: int) -> 
     return sq[top:top + h, left:left + w]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
@@ -184,7 +184,7 @@ class OnnxSegmenter(Segmenter):
         axis = 0 if self.output_layout == "NCHW" else -1
         if self.mode == "softmax":
             return _softmax_channel(out.astype(np.float32), self.channel, axis)
-        return _sigmoid(np.take(out, self.channel, axis=axis).astype(np.float32))
+        return sigmoid(np.take(out, self.channel, axis=axis).astype(np.float32))
 
     def predict(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         check_batch(batch)

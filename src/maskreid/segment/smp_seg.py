@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from maskreid.segment.base import Segmenter, check_batch, file_sha256, fingerprint_of
-from maskreid.segment.onnx_seg import resolve_model_path
+from maskreid.segment.onnx_seg import resolve_model_path, sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class SmpSegmenter(Segmenter):
             x = np.stack([img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
                           for img in chunk])
             x = (x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - self._mean) / self._std
-            prob = 1.0 / (1.0 + np.exp(-np.clip(self._logits(np.ascontiguousarray(x, np.float32)), -60, 60)))
+            prob = sigmoid(self._logits(np.ascontiguousarray(x, np.float32)))
             for img, p in zip(chunk, prob.astype(np.float32)):
                 out.append(p if img.shape[:2] == (h, w) else
                            cv2.resize(p, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR))
