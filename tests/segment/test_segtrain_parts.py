@@ -58,3 +58,38 @@ def test_augmentation_moves_the_mask_with_the_image():
         assert x[:, m].mean() > x[:, ~m].mean() + 1.0
         right_side += int(m[:, 8:].sum() > m[:, :8].sum())
     assert 0 < right_side < 20  # flips happened, and not always
+
+
+def test_flip_swaps_left_and_right_part_labels():
+    from maskreid.segment.parsing_data import flip_parts
+
+    img = torch.arange(2 * 1 * 4, dtype=torch.uint8).view(2, 1, 4)
+    lab = torch.tensor([[14, 5, 16, 19]], dtype=torch.uint8)  # left arm, upper clothes, left leg, right shoe
+    fimg, flab = flip_parts(img, lab)
+    assert torch.equal(fimg, img.flip(-1))
+    assert flab.tolist() == [[18, 17, 5, 15]] and flab.dtype == torch.uint8
+    assert torch.equal(flip_parts(fimg, flab)[1], lab)  # flipping twice gives the original labels back
+
+
+def test_training_flips_move_left_arm_labels_to_the_right_arm():
+    # a "left arm" on the image's left edge: after a flip it is on the right edge and labelled right arm
+    img = np.zeros((1, 32, 16, 3), np.uint8)
+    lab = np.zeros((1, 32, 16), np.uint8)
+    img[0, 6:26, 0:3] = 255
+    lab[0, 6:26, 0:3] = 14
+    ds = ParsingDataset(ParsingPairs(["0001_x.jpg"], np.array([1]), img, lab), (32, 16), True, IMAGENET_MEAN, IMAGENET_STD,
+                        part_labels=True)
+    torch.manual_seed(0)
+    seen = set()
+    cols = torch.arange(16).float()
+    for _ in range(20):
+        _, y = ds[0]
+        present = set(torch.unique(y).tolist()) - {0}
+        if not present:
+            continue  # the scale jitter cropped the arm away
+        assert len(present) == 1, present  # never both labels: the flip relabels, it does not mix
+        cls = present.pop()
+        mean_col = float(cols.expand(32, 16)[y == cls].mean())
+        assert (cls == 14 and mean_col < 8) or (cls == 15 and mean_col > 8), (cls, mean_col)
+        seen.add(cls)
+    assert seen == {14, 15}

@@ -102,3 +102,54 @@ def test_resume_refuses_changed_cfg(trained, pairs):
     out, cfg, _ = trained
     with pytest.raises(ValueError, match="different cfg"):
         train_segmenter({**cfg, "lr": 1e-3}, out, pairs=pairs)
+
+
+def test_part_aux_head_trains_resumes_and_is_dropped_from_the_checkpoint(trained, pairs, tmp_path, monkeypatch):
+    import shutil
+
+    from maskreid.segment import trainer
+
+    _, base_cfg, _ = trained
+    cfg = {**base_cfg, "part_aux": 0.5, "max_steps": 8, "checkpoint_every": 4}
+    real_save = trainer._atomic_torch_save
+
+    def keep_step4(obj, path):  # keep a copy of the resume state written at step 4, as if killed there
+        real_save(obj, path)
+        if path.name == STATE_NAME and obj["step"] == 4:
+            (tmp_path / "killed").mkdir()
+            shutil.copy(path, tmp_path / "killed" / STATE_NAME)
+
+    monkeypatch.setattr(trainer, "_atomic_torch_save", keep_step4)
+    full = train_segmenter(cfg, tmp_path / "full", pairs=pairs)
+    monkeypatch.setattr(trainer, "_atomic_torch_save", real_save)
+    losses = [v for _, v in full["loss_history"]]
+    assert full["part_aux"] == 0.5 and len(losses) == 8 and np.isfinite(losses).all()
+    ckpt = torch.load(tmp_path / "full" / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    base = torch.load(trained[0] / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    assert ckpt["classes"] == 1 and set(ckpt["state_dict"]) == set(base["state_dict"])  # person-only model
+    load_segmenter(tmp_path / "full" / CHECKPOINT_NAME)
+    state = torch.load(tmp_path / "killed" / STATE_NAME, map_location="cpu", weights_only=False)
+    assert state["aux"] is not None
+    resumed = train_segmenter(cfg, tmp_path / "killed", pairs=pairs)  # the aux head's weights come back too
+    assert resumed["steps_this_run"] == 4
+    np.testing.assert_allclose([v for _, v in resumed["loss_history"]], losses, rtol=1e-4, atol=1e-5)
+
+
+def test_part_aux_rejects_part_labels(pairs, tmp_path):
+    with pytest.raises(ValueError, match="part_aux"):
+        train_segmenter({"part_aux": 0.5, "part_labels": True, "max_steps": 1}, tmp_path, pairs=pairs)
+
+
+def test_resume_accepts_a_state_written_before_a_cfg_key_existed(trained, pairs):
+    out, cfg, summary = trained
+    state = torch.load(out / STATE_NAME, map_location="cpu", weights_only=False)
+    old = dict(state)
+    old["cfg"] = {k: v for k, v in state["cfg"].items() if k != "part_aux"}  # as written before part_aux
+    torch.save(old, out / STATE_NAME)
+    try:
+        again = train_segmenter(cfg, out, pairs=pairs)
+        assert again["steps_this_run"] == 0 and again["steps"] == summary["steps"]
+        with pytest.raises(ValueError, match="different cfg"):
+            train_segmenter({**cfg, "part_aux": 0.5}, out, pairs=pairs)
+    finally:
+        torch.save(state, out / STATE_NAME)

@@ -25,6 +25,12 @@ MARKET_TRAIN_DIR = "bounding_box_train"
 PARSING_DIR = "bounding_box_train_parsing_pgt"
 SHARD_PREFIX = "market1501/bounding_box_train/"
 NUM_PART_CLASSES = 20
+# The maps use LIP's 20 classes; 14/15 are left/right arm, 16/17 legs, 18/19 shoes. A horizontal
+# flip turns a left arm into a right one, so flipped part maps must swap these labels.
+LEFT_RIGHT_PAIRS = ((14, 15), (16, 17), (18, 19))
+FLIP_LABELS = np.arange(256, dtype=np.int64)
+for _a, _b in LEFT_RIGHT_PAIRS:
+    FLIP_LABELS[_a], FLIP_LABELS[_b] = _b, _a
 
 
 @dataclass
@@ -172,15 +178,14 @@ def split_pairs(pairs: ParsingPairs, val_fraction: float = 0.1, seed: int = 0) -
 def build_transform(input_size: tuple[int, int], train: bool) -> v2.Compose:
     """Crop-friendly augmentation; geometric ops also move the ``tv_tensors.Mask``.
 
-    Re-ID crops are already tight boxes, so: mild scale/shift jitter (detector boxes vary),
-    horizontal flip (people are left-right symmetric; vertical flips are not realistic) and colour
-    jitter (cameras differ). Eval only resizes.
+    Re-ID crops are already tight boxes, so: mild scale/shift jitter (detector boxes vary) and
+    colour jitter (cameras differ). The horizontal flip is done by ``ParsingDataset`` itself,
+    because flipped part labels must swap left and right. Eval only resizes.
     """
     h, w = input_size
     ops: list = [v2.ToImage()]
     if train:
         ops += [
-            v2.RandomHorizontalFlip(),
             v2.RandomResizedCrop((h, w), scale=(0.7, 1.0), ratio=(0.4, 0.62), antialias=True),
             v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
         ]
@@ -188,6 +193,11 @@ def build_transform(input_size: tuple[int, int], train: bool) -> v2.Compose:
         ops += [v2.Resize((h, w), antialias=True)]
     ops += [v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True)]
     return v2.Compose(ops)
+
+
+def flip_parts(image: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror a C×H×W image and its H×W part map; the map's left/right classes swap sides."""
+    return image.flip(-1), torch.from_numpy(FLIP_LABELS)[labels.flip(-1).long()].to(labels.dtype)
 
 
 class ParsingDataset(Dataset):
@@ -199,13 +209,17 @@ class ParsingDataset(Dataset):
         self.tf = build_transform(tuple(input_size), train)
         self.norm = v2.Normalize(mean=list(mean), std=list(std))
         self.part_labels = part_labels
+        self.train = train
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int):
         img = torch.from_numpy(self.pairs.images[i]).permute(2, 0, 1)
-        mask = tv_tensors.Mask(torch.from_numpy(self.pairs.labels[i]))
+        lab = torch.from_numpy(self.pairs.labels[i])
+        if self.train and torch.rand(()) < 0.5:
+            img, lab = flip_parts(img, lab)
+        mask = tv_tensors.Mask(lab)
         img, mask = self.tf(tv_tensors.Image(img), mask)
         x = self.norm(img.as_subclass(torch.Tensor))
         lab = mask.as_subclass(torch.Tensor)

@@ -18,6 +18,9 @@ Config keys of ``train_segmenter`` (see ``DEFAULT_CFG``):
   pretrained       load ImageNet MobileNetV2 weights when available (random init otherwise, logged)
   input_size       [H, W] fed to the network (128×64 = Market's native size)
   part_labels      train on the 20 parsing classes instead of person/background
+  part_aux         weight of an auxiliary 20-class part head on the decoder output (0 = off): the
+                   parts teach the shared decoder limbs and outlines; the head is dropped after
+                   training, so the exported person-only model costs nothing more at inference
   epochs, max_steps  length: max_steps wins when set, else epochs × (train crops // batch_size)
   batch_size, lr, weight_decay, optimizer ("adamw" | "sgd"), warmup_frac (OneCycle warm-up)
   amp              autocast fp16 + GradScaler on CUDA (ignored on CPU)
@@ -74,6 +77,7 @@ DEFAULT_CFG: dict = {
     "pretrained": True,
     "input_size": [128, 64],
     "part_labels": False,
+    "part_aux": 0.0,
     "epochs": 4,
     "max_steps": None,
     "batch_size": 32,
@@ -126,6 +130,18 @@ class PersonLogit(nn.Module):
         if self.classes == 1:
             return out
         return torch.logsumexp(out[:, 1:], dim=1, keepdim=True) - out[:, :1]
+
+
+class PartAuxHead(nn.Module):
+    """Training-only 20-class head beside the person head, on the same decoder output."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.conv = nn.Conv2d(net.segmentation_head[0].in_channels, NUM_PART_CLASSES, 3, padding=1)
+
+    def forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dec = net.decoder(net.encoder(x))
+        return net.segmentation_head(dec), self.conv(dec)
 
 
 def _model_kwargs(cfg: dict) -> dict:
@@ -320,6 +336,9 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     if unknown:
         raise ValueError(f"unknown segmenter cfg keys {sorted(unknown)}; known: {sorted(DEFAULT_CFG)}")
     cfg = {**DEFAULT_CFG, **cfg}
+    part_aux = float(cfg["part_aux"])
+    if part_aux < 0 or (part_aux > 0 and cfg["part_labels"]):
+        raise ValueError(f"part_aux must be >= 0 and needs part_labels=False, got part_aux={cfg['part_aux']}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg["threads"]:
@@ -338,7 +357,7 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     bs = int(cfg["batch_size"])
     if len(train_set) < bs:
         raise ValueError(f"only {len(train_set)} training crops for batch_size {bs}")
-    ds = ParsingDataset(train_set, input_size, True, IMAGENET_MEAN, IMAGENET_STD, part_labels=cfg["part_labels"])
+    ds = ParsingDataset(train_set, input_size, True, IMAGENET_MEAN, IMAGENET_STD, part_labels=cfg["part_labels"] or part_aux > 0)
     steps_per_epoch = len(train_set) // bs
     total = int(cfg["max_steps"]) if cfg["max_steps"] else int(cfg["epochs"]) * steps_per_epoch
     log.info("segmenter data: %d train crops (%d ids), %d held-out crops (%d ids); %d steps", len(train_set), len(train_pids), len(val_set), len(val_pids), total)
@@ -362,37 +381,54 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     else:
         log.info("encoder randomly initialised (pretrained=False)")
     mem_fmt = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
+    aux = PartAuxHead(net) if part_aux > 0 else None
     net.to(device, memory_format=mem_fmt)
+    params = list(net.parameters())
+    if aux is not None:
+        aux.to(device, memory_format=mem_fmt)
+        params += list(aux.parameters())
     model = PersonLogit(net, classes)
 
     if cfg["optimizer"] == "adamw":
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     elif cfg["optimizer"] == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"], nesterov=True)
+        opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"], nesterov=True)
     else:
         raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg['optimizer']!r}")
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=max(total, 1), pct_start=cfg["warmup_frac"])
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = _loss_fn(cfg["part_labels"])
+    part_loss = nn.CrossEntropyLoss()
+
+    def step_loss(x, y):
+        if aux is None:
+            return loss_fn(net(x), y)
+        person, parts = aux(net, x)  # y holds the part labels; the person target is y > 0
+        return loss_fn(person, (y > 0).unsqueeze(1).to(person.dtype)) + part_aux * part_loss(parts, y)
 
     # resume
-    step, history = 0, {"loss": [], "val": []}
+    step, history, resume_rng = 0, {"loss": [], "val": []}, None
     state_path = out_dir / STATE_NAME
     if state_path.exists():
         st = torch.load(state_path, map_location=device, weights_only=False)
-        if st["cfg"] != {k: v for k, v in cfg.items() if k != "threads"}:
+        # defaults filled in: a state written before a cfg key existed still matches its default
+        if {**DEFAULT_CFG, **st["cfg"], "threads": None} != {**cfg, "threads": None}:
             raise ValueError(f"{state_path}: was written with a different cfg; delete it to start over")
         net.load_state_dict(st["model"])
+        if aux is not None:
+            aux.load_state_dict(st["aux"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         scaler.load_state_dict(st["scaler"])
         torch.set_rng_state(st["torch_rng"])
+        resume_rng = st["torch_rng"]
         step, history = st["step"], st["history"]
         log.info("resumed segmenter training from %s at step %d", state_path, step)
 
     def save_state():
         _atomic_torch_save(
-            {"cfg": {k: v for k, v in cfg.items() if k != "threads"}, "model": net.state_dict(), "optimizer": opt.state_dict(),
+            {"cfg": {k: v for k, v in cfg.items() if k != "threads"}, "model": net.state_dict(),
+             **({"aux": aux.state_dict()} if aux is not None else {}), "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
              "step": step, "history": history},
             state_path,
@@ -417,12 +453,18 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
         batches = _epoch_batches(len(train_set), bs, cfg["seed"], epoch)[offset:]
-        loader = DataLoader(ds, batch_sampler=batches, num_workers=int(cfg["num_workers"]), persistent_workers=False)
+        loader = iter(DataLoader(ds, batch_sampler=batches, num_workers=int(cfg["num_workers"]), persistent_workers=False))
+        if resume_rng is not None and offset:
+            # A DataLoader iterator draws its seed from the global RNG. An unbroken run drew this
+            # epoch's before the saved state; restoring after our fresh iterator keeps a resumed
+            # run's augmentations identical to an unbroken run's.
+            torch.set_rng_state(resume_rng)
+        resume_rng = None
         for x, y in loader:
             x = x.to(device, non_blocking=True).contiguous(memory_format=mem_fmt)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device_type=device, dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(net(x), y)
+                loss = step_loss(x, y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -456,7 +498,7 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     final = validate() if len(val_set) else {"iou_mean": float("nan"), "iou_p10": float("nan"), "n_crops": 0}
     summary = {
         "arch": cfg["arch"], "encoder": cfg["encoder"], "model_kwargs": mkw, "input_size": input_size,
-        "classes": classes, "steps": step, "epochs_equiv": step / steps_per_epoch, "encoder_init": init["init"],
+        "classes": classes, **({"part_aux": part_aux} if part_aux else {}), "steps": step, "epochs_equiv": step / steps_per_epoch, "encoder_init": init["init"],
         "device": device, "threads": torch.get_num_threads(),
         "train_crops": len(train_set), "train_ids": len(train_pids),
         "val_crops": len(val_set), "val_ids": len(val_pids), "val_pids": sorted(val_pids),
