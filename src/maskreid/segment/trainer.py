@@ -318,6 +318,25 @@ def _loss_fn(part_labels: bool):
     return loss
 
 
+def training_digest(pairs: ParsingPairs) -> str:
+    """sha256 of the training pairs and of the code that turns them into batches.
+
+    Kept in the resume state: DVC re-runs the stage when data or code change, and a persisted
+    state of the old run (finished, or killed half-way) must then be discarded, not resumed.
+    """
+    import hashlib
+
+    from maskreid.segment import parsing_data
+
+    h = hashlib.sha256()
+    h.update("\n".join(pairs.names).encode())
+    for arr in (pairs.pids, pairs.images, pairs.labels):
+        h.update(np.ascontiguousarray(arr).data)
+    for src in (Path(__file__), Path(parsing_data.__file__)):
+        h.update(src.read_bytes())
+    return h.hexdigest()
+
+
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     perm = torch.randperm(n, generator=g)
@@ -409,11 +428,13 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     # resume
     step, history, resume_rng = 0, {"loss": [], "val": []}, None
     state_path = out_dir / STATE_NAME
-    if state_path.exists():
-        st = torch.load(state_path, map_location=device, weights_only=False)
-        # defaults filled in: a state written before a cfg key existed still matches its default
-        if {**DEFAULT_CFG, **st["cfg"], "threads": None} != {**cfg, "threads": None}:
-            raise ValueError(f"{state_path}: was written with a different cfg; delete it to start over")
+    digest = training_digest(pairs)
+    st = torch.load(state_path, map_location=device, weights_only=False) if state_path.exists() else None
+    # defaults filled in: a state written before a cfg key existed still matches its default
+    if st is not None and ({**DEFAULT_CFG, **st["cfg"], "threads": None} != {**cfg, "threads": None} or st.get("inputs") != digest):
+        log.warning("%s was written under another cfg, training data or training code: starting over and overwriting it", state_path)
+        st = None
+    if st is not None:
         net.load_state_dict(st["model"])
         if aux is not None:
             aux.load_state_dict(st["aux"])
@@ -430,7 +451,7 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
             {"cfg": {k: v for k, v in cfg.items() if k != "threads"}, "model": net.state_dict(),
              **({"aux": aux.state_dict()} if aux is not None else {}), "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
-             "step": step, "history": history},
+             "step": step, "history": history, "inputs": digest},
             state_path,
         )
 
