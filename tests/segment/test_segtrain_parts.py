@@ -16,6 +16,16 @@ class _Const(torch.nn.Module):
         return self.out
 
 
+def _box_dataset(size, rows, cols, label, part_labels=False):
+    """One training crop of ``size`` (H, W): black, with a white box at ``rows``×``cols`` labelled ``label``."""
+    img = np.zeros((1, *size, 3), np.uint8)
+    lab = np.zeros((1, *size), np.uint8)
+    img[0, rows, cols] = 255
+    lab[0, rows, cols] = label
+    return ParsingDataset(ParsingPairs(["0001_x.jpg"], np.array([1]), img, lab), size, True, IMAGENET_MEAN, IMAGENET_STD,
+                          part_labels=part_labels)
+
+
 def test_person_logit_from_part_scores():
     out = torch.full((1, 20, 1, 2), -1e4)
     out[0, 0, 0, 0], out[0, 3, 0, 0], out[0, 5, 0, 0] = 0.0, 0.0, 0.0  # pixel 0: p(bg)=1/3, p(fg)=2/3
@@ -44,11 +54,7 @@ def test_dataset_targets_binary_and_parts():
 
 def test_augmentation_moves_the_mask_with_the_image():
     # an off-centre white "person" on black: if flips/crops missed the mask, mask pixels would be dark
-    img = np.zeros((1, 32, 16, 3), np.uint8)
-    lab = np.zeros((1, 32, 16), np.uint8)
-    img[0, 4:28, 1:7] = 255
-    lab[0, 4:28, 1:7] = 3
-    ds = ParsingDataset(ParsingPairs(["0001_x.jpg"], np.array([1]), img, lab), (32, 16), True, IMAGENET_MEAN, IMAGENET_STD)
+    ds = _box_dataset((32, 16), slice(4, 28), slice(1, 7), 3)
     torch.manual_seed(0)
     right_side = 0
     for _ in range(20):
@@ -73,12 +79,7 @@ def test_flip_swaps_left_and_right_part_labels():
 
 def test_training_flips_move_left_arm_labels_to_the_right_arm():
     # a "left arm" on the image's left edge: after a flip it is on the right edge and labelled right arm
-    img = np.zeros((1, 32, 16, 3), np.uint8)
-    lab = np.zeros((1, 32, 16), np.uint8)
-    img[0, 6:26, 0:3] = 255
-    lab[0, 6:26, 0:3] = 14
-    ds = ParsingDataset(ParsingPairs(["0001_x.jpg"], np.array([1]), img, lab), (32, 16), True, IMAGENET_MEAN, IMAGENET_STD,
-                        part_labels=True)
+    ds = _box_dataset((32, 16), slice(6, 26), slice(0, 3), 14, part_labels=True)
     torch.manual_seed(0)
     seen = set()
     cols = torch.arange(16).float()
@@ -103,11 +104,7 @@ def _centroid(w: torch.Tensor) -> tuple[float, float]:
 def test_training_target_stays_aligned_with_the_image_to_a_fraction_of_a_pixel():
     # the person is exactly the bright pixels: after the scale jitter, target and image brightness
     # must have the same centroid. A nearest-neighbour mask resize puts the target ~0.4 px off.
-    img = np.zeros((1, 128, 64, 3), np.uint8)
-    lab = np.zeros((1, 128, 64), np.uint8)
-    img[0, 30:101, 17:40] = 255
-    lab[0, 30:101, 17:40] = 5
-    ds = ParsingDataset(ParsingPairs(["0001_x.jpg"], np.array([1]), img, lab), (128, 64), True, IMAGENET_MEAN, IMAGENET_STD)
+    ds = _box_dataset((128, 64), slice(30, 101), slice(17, 40), 5)
     torch.manual_seed(0)
     worst = 0.0
     for _ in range(30):

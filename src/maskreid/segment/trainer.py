@@ -38,6 +38,7 @@ Config keys of ``train_segmenter`` (see ``DEFAULT_CFG``):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from maskreid.segment import parsing_data
 from maskreid.segment.mobilenet_init import load_mobilenet_v2_imagenet
 from maskreid.segment.parsing_data import (
     NUM_PART_CLASSES,
@@ -324,10 +326,6 @@ def training_digest(pairs: ParsingPairs) -> str:
     Kept in the resume state: DVC re-runs the stage when data or code change, and a persisted
     state of the old run (finished, or killed half-way) must then be discarded, not resumed.
     """
-    import hashlib
-
-    from maskreid.segment import parsing_data
-
     h = hashlib.sha256()
     h.update("\n".join(pairs.names).encode())
     for arr in (pairs.pids, pairs.images, pairs.labels):
