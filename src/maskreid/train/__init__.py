@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from maskreid.train import distributed
+from maskreid.train.arrays import ArrayDataset
 from maskreid.train.data import (
     DEFAULT_SIZE,
     ReIDDataset,
@@ -132,6 +133,9 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
     if labels.size == 0 or labels.min() < 0:
         raise ValueError("training labels must be >= 0 (junk/distractor rows do not belong in training)")
     softmax_weight = float(loss_cfg.pop("softmax_weight", 0.0))
+    label_smoothing = float(loss_cfg.pop("label_smoothing", 0.0))
+    if loss_name == "softmax":
+        loss_cfg["label_smoothing"] = label_smoothing
     needs_logits = loss_name == "softmax" or softmax_weight > 0
     num_classes = int(labels.max()) + 1 if needs_logits else None
 
@@ -148,14 +152,21 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
     two_stream = model.num_streams > 1
     if two_stream and masks is None:
         raise ValueError(f"{arch} takes the masked image: pass the dataset's masks")
-    dataset = ReIDDataset(frame, masks, size=size, train=True, mask_mode=mask_mode,
-                          mask_threshold=mask_threshold, need_masked=two_stream,
-                          mask_source=str(data_cfg.get("mask_source", "<masks>")))
+    mask_source = str(data_cfg.get("mask_source", "<masks>"))
+    if data_cfg.get("arrays"):  # decoded once, batch-augmented (flip, pad-crop, random erasing)
+        dataset = ArrayDataset(frame, masks, size=size, train=True, mask_mode=mask_mode,
+                               mask_threshold=mask_threshold, need_masked=two_stream,
+                               mask_source=mask_source, pad=int(data_cfg.get("pad", 10)),
+                               erase_p=float(data_cfg.get("erase_p", 0.5)))
+    else:
+        dataset = ReIDDataset(frame, masks, size=size, train=True, mask_mode=mask_mode,
+                              mask_threshold=mask_threshold, need_masked=two_stream,
+                              mask_source=mask_source)
     kind = sampler_cfg.pop("kind", DEFAULT_SAMPLER.get(loss_name))
     sampler = build_batch_sampler(labels, kind, sampler_cfg, seed, info.rank, info.world_size)
 
     cfg = {**optim_cfg, "loss_input": "logits" if loss_name == "softmax" else "feat",
-           "softmax_weight": softmax_weight,
+           "softmax_weight": softmax_weight, "label_smoothing": label_smoothing,
            "meta": {"arch": arch, "loss": loss_name, "loss_cfg": loss_cfg, "sampler": kind,
                     "sampler_cfg": sampler_cfg, "data_cfg": data_cfg, "model_cfg": model_cfg,
                     "init_from": str(init_from) if init_from else None, "n": len(frame),
@@ -196,7 +207,8 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> nn
     missing = {"arch", "state_dict", "feat_dim"} - set(ckpt)
     if missing:
         raise KeyError(f"{path}: not a maskreid model.pt, lacks {sorted(missing)}")
-    model_cfg = {k: v for k, v in (ckpt.get("model_cfg") or {}).items() if k != "feat_dim"}
+    # the trained weights replace any ImageNet initialisation: do not load it again
+    model_cfg = {k: v for k, v in (ckpt.get("model_cfg") or {}).items() if k not in ("feat_dim", "pretrained")}
     if "streams" in ckpt:
         model_cfg["streams"] = tuple(ckpt["streams"])
     model = build_model(ckpt["arch"], num_classes=ckpt.get("num_classes"),
