@@ -13,7 +13,7 @@ from .protocols import (
     pool_multi_query,
     single_shot_trials,
 )
-from .rerank import k_reciprocal
+from .rerank import k_reciprocal, k_reciprocal_from_features
 
 __all__ = [
     "AP_RULES",
@@ -23,6 +23,7 @@ __all__ = [
     "evaluate",
     "evaluate_detailed",
     "k_reciprocal",
+    "k_reciprocal_from_features",
     "market_multi_query",
     "market_single_query",
     "mean_results",

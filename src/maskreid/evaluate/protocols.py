@@ -15,7 +15,7 @@ import torch
 
 from .distance import as_tensor, euclidean_distance
 from .metrics import evaluate_detailed
-from .rerank import k_reciprocal
+from .rerank import k_reciprocal_from_features
 
 __all__ = [
     "market_single_query",
@@ -42,12 +42,11 @@ def _result(cmc: np.ndarray, mAP: float, num_queries: int, num_skipped: int, ap:
 
 
 def _distances(qf, gf, rerank: bool, k1: int, k2: int, lambda_value: float) -> torch.Tensor:
-    qg = euclidean_distance(qf, gf)
     if not rerank:
-        return qg
-    return k_reciprocal(
-        qg, euclidean_distance(qf, qf), euclidean_distance(gf, gf), k1, k2, lambda_value
-    )
+        return euclidean_distance(qf, gf)
+    # from the features: no (q+g)^2 matrix, so MSMT17-size sets fit (rerank.py)
+    dev = "cuda" if torch.cuda.is_available() else None
+    return k_reciprocal_from_features(qf, gf, k1, k2, lambda_value, device=dev).cpu()
 
 
 def market_single_query(

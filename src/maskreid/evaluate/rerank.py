@@ -17,6 +17,13 @@ ordered arbitrarily, as by the reference's np.argsort.
 
 Inputs are plain (not squared) distances: the algorithm squares them itself, and squared
 inputs would silently raise distances to the fourth power (a known bug elsewhere).
+
+Two entries share everything after the neighbour tables (``_encode``, ``_jaccard_into``):
+- ``k_reciprocal(q_g, q_q, g_g)``: from the three dense distance matrices (g x g included, so
+  at MSMT17 size, 82,161 gallery images, its input alone is 27 GB);
+- ``k_reciprocal_from_features(qf, gf)``: from the features; the (q+g)^2 matrix exists only as
+  blocks of rows, so memory is the q x g output plus O((q+g)·(k1·k2 + dim)). The evaluate stage
+  uses this one.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import torch
 
 from .distance import as_tensor
 
-__all__ = ["k_reciprocal"]
+__all__ = ["k_reciprocal", "k_reciprocal_from_features"]
 
 
 def _check(t: torch.Tensor, name: str, shape: tuple[int, int]) -> None:
@@ -123,13 +130,144 @@ def k_reciprocal(
             v = torch.where(eq, torch.take(qg, e_q * ng + t), torch.take(gg, e_g * ng + t))
         return ((v * v).to(torch.float32) / row_max[a:b, None]).to(dev)
 
-    # Pass 2: V rows (k-reciprocal sets with expansion, exp(-d) weights), stored sparsely.
-    R = rank[:, : k1 + 1].to(dev)
-    H = rank[:, : half + 1].to(dev)
+    # Pass 2 and on: V rows, query expansion, Jaccard (shared with the feature entry).
+    rank = rank.to(dev)
+    # (orig reads either q_q / q_g or q_g / g_g: blocks never straddle queries and gallery)
+    v_idx, v_val = _encode(rank, k1, k2, N, orig, row_chunk, dev, blocks)
+    del rank
+    out = torch.empty(nq, ng, dtype=torch.float32, device=dev)
+    rm = row_max[:nq, None].to(dev)
+    for a, b in _blocks(nq, row_chunk):
+        o = qg[a:b].to(dev)
+        out[a:b] = (o * o).to(torch.float32) / rm[a:b]
+    _jaccard_into(out, v_idx, v_val, nq, lambda_value, pair_budget, row_chunk)
+    return out.cpu()
+
+
+def k_reciprocal_from_features(
+    query_feats,
+    gallery_feats,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    *,
+    normalize: bool = True,
+    device: str | torch.device | None = None,
+    row_chunk: int | None = None,
+    pair_budget: int = 1 << 23,
+    orig_budget: int = 1 << 24,
+) -> torch.Tensor:
+    """Re-ranked query x gallery distance from features, without any (q+g)^2 matrix.
+
+    The same result as ``k_reciprocal(d(q, g), d(q, q), d(g, g), k1, k2, lambda_value)`` with
+    ``d`` the plain Euclidean distance (``euclidean_distance``), self-distances taken as exactly
+    0, but in memory that grows like q·g (the output) + (q+g)·(k1 + dim), not (q+g)^2:
+
+    - pass 1: squared distances of ``row_chunk`` feature rows to all q+g rows at a time
+      (|a|^2 + |b|^2 - 2ab, one matmul), divided by the row maximum (the reference normalises
+      column i of the symmetric matrix by its maximum), and only each row's top-max(k1+1, k2)
+      neighbours kept (ties by index). The query rows' gallery part is the output's
+      "original distance" term and is written straight into the output;
+    - pass 2: k-reciprocal sets and their expansion over the neighbour table; V as sparse rows
+      (a few dozen non-zeros each), its exp(-d) weights recomputed from the features for just
+      those pairs (``orig_budget`` gathered feature values at a time);
+    - query expansion with k2 on the sparse rows; Jaccard only for the q x g output, in chunks
+      of queries, through an inverted index of the gallery rows (``pair_budget`` pairs at a time).
+
+    ``query_feats`` (q x d), ``gallery_feats`` (g x d): numpy or torch, L2-normalised float32
+    (``normalize=True``, the default, normalises them again, as ``euclidean_distance`` does, so
+    the evaluate stage's raw features give the same distances). Runs on ``device``, by default
+    the device of ``query_feats`` (CPU for numpy), and returns a float32 tensor there.
+    ``row_chunk`` defaults to about 2^26 / (q+g) rows (256 MB of float32 per pass-1 block).
+    """
+    q = as_tensor(query_feats, "query_feats")
+    g = as_tensor(gallery_feats, "gallery_feats")
+    if q.ndim != 2 or g.ndim != 2:
+        raise ValueError(
+            f"features must be 2-D, got query {tuple(q.shape)} and gallery {tuple(g.shape)}"
+        )
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"feature dims differ: query has {q.shape[1]}, gallery has {g.shape[1]}")
+    if not (q.dtype.is_floating_point and g.dtype.is_floating_point):
+        raise TypeError(f"features must be floating point, got {q.dtype} and {g.dtype}")
+    nq, ng = q.shape[0], g.shape[0]
+    N = nq + ng
+    if k1 < 1 or k2 < 1:
+        raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
+    if k1 + 1 > N or k2 > N:
+        raise ValueError(f"k1 + 1 = {k1 + 1} and k2 = {k2} must not exceed q + g = {N}")
+    if not 0.0 <= lambda_value <= 1.0:
+        raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
+    dev = torch.device(device) if device is not None else q.device
+    if row_chunk is None:
+        row_chunk = max(64, min(4096, (1 << 26) // N))
+    row_chunk = max(1, int(row_chunk))
+    half = round(k1 / 2)  # np.around: half to even, like Python's round
+    K = max(k1 + 1, k2)
+
+    F = torch.cat([q.to(dev, torch.float32), g.to(dev, torch.float32)], 0)
+    if normalize:
+        F = torch.nn.functional.normalize(F, dim=1)
+    if not bool(torch.isfinite(F).all()):
+        raise ValueError("features hold NaN or inf")
+    sq = (F * F).sum(1)
+
+    out = torch.empty(nq, ng, dtype=torch.float32, device=dev)
+    row_max = torch.empty(N, dtype=torch.float32, device=dev)
+    rank = torch.empty(N, K, dtype=torch.int64, device=dev)
+    buf = torch.empty(min(row_chunk, N), N, dtype=torch.float32, device=dev)  # reused
+    for a, b in _blocks(N, row_chunk):
+        X = torch.add(sq[a:b, None], sq[None, :], out=buf[: b - a])
+        X.addmm_(F[a:b], F.T, alpha=-2.0)
+        X.clamp_(min=0)
+        X.diagonal(a).zero_()  # d(i, i) = 0 exactly
+        m = X.amax(1)
+        if bool((m <= 0).any()):
+            bad = a + int((m <= 0).nonzero()[0])
+            raise ValueError(f"feature row {bad} is at distance 0 from every row")
+        X /= m[:, None]
+        rank[a:b] = _smallest_k_rows(X, K)
+        row_max[a:b] = m
+        if a < nq:
+            out[a : min(b, nq)] = X[: min(b, nq) - a, nq:]
+    del buf, X
+
+    def orig(e: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        """Normalised squared distance of rows a..b to the columns e (B x W), from features."""
+        res = torch.empty(e.shape, dtype=torch.float32, device=dev)
+        step = max(1, orig_budget // max(1, e.shape[1] * F.shape[1]))
+        for s in range(0, b - a, step):
+            t = min(s + step, b - a)
+            ee = e[s:t].clamp(max=N - 1)
+            fe = F.index_select(0, ee.reshape(-1)).view(*ee.shape, F.shape[1])
+            dot = torch.bmm(fe, F[a + s : a + t, :, None]).squeeze(2)
+            d2 = (sq[a + s : a + t, None] + sq[ee]) - 2.0 * dot
+            d2.clamp_(min=0)
+            d2.masked_fill_(ee == torch.arange(a + s, a + t, device=dev)[:, None], 0.0)
+            res[s:t] = d2 / row_max[a + s : a + t, None]
+        return res
+
+    v_idx, v_val = _encode(rank, k1, k2, N, orig, row_chunk, dev)
+    del rank, F, sq
+    _jaccard_into(out, v_idx, v_val, nq, lambda_value, pair_budget, row_chunk)
+    return out
+
+
+def _encode(rank, k1, k2, N, orig, row_chunk, dev, blocks=None):
+    """Sparse rows of V (k-reciprocal expansion, exp(-d) weights), then query expansion.
+
+    ``rank``: N x K neighbour table (ascending, ties by index), ``orig(idx, a, b)``: the
+    normalised original distances of rows a..b to the columns idx, called on ``blocks`` of rows
+    (default: ``row_chunk`` rows at a time). Returns (idx, val), N x W,
+    idx padded with N and val with 0, columns ascending within a row.
+    """
+    half = round(k1 / 2)
+    R = rank[:, : k1 + 1]
+    H = rank[:, : half + 1]
     recip = _reciprocal(R, row_chunk)
     recip_h = _reciprocal(H, row_chunk)
     v_idx, v_val = [], []
-    for a, b in blocks:
+    for a, b in blocks if blocks is not None else _blocks(N, row_chunk):
         cand, cm = R[a:b], recip[a:b]  # B x A
         C, Cm = _rows(H, cand), _rows(recip_h, cand)  # B x A x Hh: candidates' half-k sets
         inR = ((C[..., None] == cand[:, None, None, :]) & cm[:, None, None, :]).any(-1)
@@ -143,37 +281,45 @@ def k_reciprocal(
         valid = idx < N
         w = torch.exp(-orig(idx, a, b)) * valid
         w /= w.sum(1, keepdim=True)
-        v_idx.append(idx.cpu())
-        v_val.append(w.cpu())
+        v_idx.append(idx)
+        v_val.append(w)
         del C, Cm, inR, elems
     v_idx, v_val = _pad_cat(v_idx, N), _pad_cat(v_val, 0.0)
+    del recip, recip_h
 
     # Query expansion: V_i <- mean of V over i's k2 nearest rows (summed in rank order, / k2).
     if k2 != 1:
         q_idx, q_val = [], []
-        Vi, Vv = v_idx.to(dev), v_val.to(dev)
-        W = k2 * Vi.shape[1]
-        pos = torch.arange(W, device=dev, dtype=torch.int32)
         for a, b in _blocks(N, max(1, row_chunk // 4)):
-            nb = rank[a:b, :k2].to(dev)
-            cols, vals = _rows(Vi, nb).flatten(1), _rows(Vv, nb).flatten(1)
-            dense = torch.zeros(b - a, N + 1, dtype=torch.float32, device=dev)
-            dense.scatter_add_(1, cols, vals)
-            summed = dense.gather(1, cols) / k2
-            # keep one entry per (row, column): the one whose position wins the scatter
-            owner = dense.view(torch.int32)  # reuse the buffer; only written cells are read
-            owner.scatter_(1, cols, pos.expand(b - a, W))
-            keep = (owner.gather(1, cols) == pos) & (cols < N)
-            r, p = keep.nonzero(as_tuple=True)
-            q_idx.append(_compact(r, cols[r, p], b - a, N).cpu())
-            q_val.append(_compact(r, summed[r, p], b - a, 0.0).cpu())
-            del dense, owner, summed, cols, vals
+            nb = rank[a:b, :k2]
+            cols, vals = _rows(v_idx, nb).flatten(1), _rows(v_val, nb).flatten(1)
+            rows = torch.arange(b - a, device=dev)[:, None]
+            key = (rows * (N + 1) + cols).reshape(-1)
+            key, order = torch.sort(key, stable=True)  # equal keys keep rank order
+            uk, inv = torch.unique_consecutive(key, return_inverse=True)
+            summed = torch.zeros(uk.numel(), dtype=torch.float32, device=dev)
+            summed.index_add_(0, inv, vals.reshape(-1).index_select(0, order))
+            summed /= k2
+            r, c = uk // (N + 1), uk % (N + 1)
+            keep = c < N
+            r, c, summed = r[keep], c[keep], summed[keep]
+            q_idx.append(_compact(r, c, b - a, N))
+            q_val.append(_compact(r, summed, b - a, 0.0))
+            del cols, vals, key, order, uk, inv
         v_idx, v_val = _pad_cat(q_idx, N), _pad_cat(q_val, 0.0)
-        del Vi, Vv
-    del rank, R, H, recip, recip_h
+    return v_idx, v_val
 
-    # Jaccard: S[i, j] = sum_k min(V[i,k], V[j,k]) over the inverted index of gallery rows.
-    gi, gv = v_idx[nq:].to(dev), v_val[nq:].to(dev)
+
+def _jaccard_into(out, v_idx, v_val, nq, lambda_value, pair_budget, q_chunk):
+    """out (q x g, holding the normalised original distance) <- (1-λ)·Jaccard + λ·out.
+
+    S[i, j] = sum_k min(V[i,k], V[q+j,k]) over an inverted index (column -> gallery rows), in
+    chunks of ``q_chunk`` queries and batches of at most ``pair_budget`` (query, gallery) pairs.
+    """
+    dev = out.device
+    N = v_idx.shape[0]
+    ng = N - nq
+    gi, gv = v_idx[nq:], v_val[nq:]
     gmask = gi < N
     g_rows = torch.arange(ng, device=dev)[:, None].expand_as(gi)[gmask]
     g_cols, g_vals = gi[gmask], gv[gmask]
@@ -183,42 +329,60 @@ def k_reciprocal(
     col_start = torch.cumsum(col_cnt, 0) - col_cnt
     del gi, gv, gmask, g_rows, g_cols, g_vals, order
 
-    qi, qv = v_idx[:nq].to(dev), v_val[:nq].to(dev)
-    qmask = qi < N
-    e_row = torch.arange(nq, device=dev)[:, None].expand_as(qi)[qmask] * ng
-    e_col, e_val = qi[qmask], qv[qmask]
-    e_cnt = col_cnt[e_col]
-    del qi, qv, qmask
-    S = torch.zeros(nq * ng, dtype=torch.float32, device=dev)
-    cum = torch.cumsum(e_cnt, 0)
-    start = 0
-    while start < e_row.numel():
-        base = int(cum[start - 1]) if start else 0
-        stop = max(int(torch.searchsorted(cum, base + pair_budget, right=True)), start + 1)
-        cnt = e_cnt[start:stop]
-        P = int(cum[stop - 1]) - base
-        if P:
-            # pair p of entry e reads csc position col_start[col_e] + (p - first pair of e)
-            delta = col_start[e_col[start:stop]] - (torch.cumsum(cnt, 0) - cnt)
-            rep = torch.repeat_interleave(torch.arange(stop - start, device=dev), cnt, output_size=P)
-            pos = delta.index_select(0, rep)
-            pos += torch.arange(P, device=dev)
-            target = e_row[start:stop].index_select(0, rep)
-            target += csc_row.index_select(0, pos)
-            contrib = torch.minimum(
-                e_val[start:stop].index_select(0, rep), csc_val.index_select(0, pos)
-            )
-            del rep
-            S.index_add_(0, target, contrib)
-            del pos, target, contrib
-        start = stop
-    S = S.view(nq, ng)
-    S = 1 - S / (2.0 - S)  # Jaccard distance
-    S *= 1 - lambda_value
-    orig_qg = qg.to(dev)
-    orig_qg = (orig_qg * orig_qg).to(torch.float32) / row_max[:nq, None].to(dev)
-    S += orig_qg * lambda_value
-    return S.cpu()
+    for qa, qb in _blocks(nq, q_chunk):
+        qi, qv = v_idx[qa:qb], v_val[qa:qb]
+        qmask = qi < N
+        e_row = torch.arange(qb - qa, device=dev)[:, None].expand_as(qi)[qmask] * ng
+        e_col, e_val = qi[qmask], qv[qmask]
+        e_cnt = col_cnt[e_col]
+        del qi, qv, qmask
+        S = torch.zeros((qb - qa) * ng, dtype=torch.float32, device=dev)
+        cum = torch.cumsum(e_cnt, 0)
+        start = 0
+        while start < e_row.numel():
+            base = int(cum[start - 1]) if start else 0
+            stop = max(int(torch.searchsorted(cum, base + pair_budget, right=True)), start + 1)
+            cnt = e_cnt[start:stop]
+            P = int(cum[stop - 1]) - base
+            if P:
+                # pair p of entry e reads csc position col_start[col_e] + (p - first pair of e)
+                delta = col_start[e_col[start:stop]] - (torch.cumsum(cnt, 0) - cnt)
+                rep = torch.repeat_interleave(
+                    torch.arange(stop - start, device=dev), cnt, output_size=P
+                )
+                pos = delta.index_select(0, rep)
+                pos += torch.arange(P, device=dev)
+                target = e_row[start:stop].index_select(0, rep)
+                target += csc_row.index_select(0, pos)
+                contrib = torch.minimum(
+                    e_val[start:stop].index_select(0, rep), csc_val.index_select(0, pos)
+                )
+                del rep
+                S.index_add_(0, target, contrib)
+                del pos, target, contrib
+            start = stop
+        S = S.view(qb - qa, ng)
+        S = 1 - S / (2.0 - S)  # Jaccard distance
+        S *= 1 - lambda_value
+        S += out[qa:qb] * lambda_value
+        out[qa:qb] = S
+        del S
+
+
+def _smallest_k_rows(X: torch.Tensor, K: int) -> torch.Tensor:
+    """Indices of the K smallest entries of each *row* of X, ascending, ties by index."""
+    n = X.shape[1]
+    kk = min(K + 1, n)
+    vals, idx = torch.topk(X, kk, dim=1, largest=False, sorted=True)
+    if kk > K:
+        tie = (vals[:, K - 1] == vals[:, K]).nonzero().squeeze(1)
+        if tie.numel():
+            sub = torch.sort(X[tie], dim=1, stable=True)
+            vals[tie], idx[tie] = sub.values[:, :kk], sub.indices[:, :kk]
+        vals, idx = vals[:, :K], idx[:, :K]
+    o = torch.argsort(idx, dim=1)  # order by index, then stable by value
+    idx, vals = idx.gather(1, o), vals.gather(1, o)
+    return idx.gather(1, torch.argsort(vals, dim=1, stable=True))
 
 
 def _smallest_k(X: torch.Tensor, K: int) -> torch.Tensor:
