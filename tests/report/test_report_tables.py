@@ -18,8 +18,8 @@ def test_report_puts_ours_beside_paper_and_marks_missing(tmp_path):
         "t1_dgd_viper": {"model": "pretrain/dgd", "dataset": "viper"},
     }
     md, js = build_report(params, load_cells(tmp_path))
-    assert "| t2_market1501_rank | finetune/market1501_rank | single query | 80.00 / 60.00 | 90.02 / 75.30 | -10.02 / -15.30 |" in md
-    assert "| 85.00 / 75.50 | 92.04 / 88.03 | -7.04 / -12.53 |" in md
+    assert "| t2_market1501_rank | finetune/market1501_rank | single query | 80.00 / 60.00 | 90.02 / 75.30 | -10.02 / -15.30 | — |" in md
+    assert "| 85.00 / 75.50 | 92.04 / 88.03 | -7.04 / -12.53 | — |" in md
     # a cell whose stage did not run never shows a number, let alone the paper's
     duke = [line for line in md.splitlines() if line.startswith("| t3_dukemtmc_reid_rank")]
     assert duke and "not run" in duke[0] and "78.86 / 61.89" in duke[0]
@@ -48,3 +48,14 @@ def test_table4_from_experiment_json():
     md = table4_from_experiments(exp)
     assert "| t2_synthetic_rank | 0.15 | 2 | 60.00 | 50.00 | e2 |" in md
     assert "t1_dgd" not in md
+
+
+def test_mobilenet_cells_sit_beside_torchreid_and_the_mq_rerank_cell(tmp_path):
+    (tmp_path / "t2_m.json").write_text(json.dumps({
+        "protocol": "market", "sq": _cell(80.0, 60.0), "mq_mean_rerank": _cell(88.0, 84.0),
+        "setup": {"arch": "mnv2_mf"}}))
+    params = {"t2_m": {"model": "train/m", "dataset": "market1501"}}
+    md, _ = build_report(params, load_cells(tmp_path))
+    assert "| t2_m | train/m | single query | 80.00 / 60.00 | 90.02 / 75.30 | -10.02 / -15.30 | 85.60 / 67.30 |" in md
+    assert ("| t2_m | train/m | multi-query (mean) + re-ranking | 88.00 / 84.00 | 94.18 / 91.94 | -6.18 / -7.94 | — |"
+            in md)

@@ -32,7 +32,9 @@ def extract_features(model: nn.Module, frame: pd.DataFrame, masks: dict[str, byt
 
     ``frame`` needs ``image``, ``image_id`` (and ``sha256`` for two-stream models, whose masked
     input is built from ``masks`` exactly as in training, with ``mask_mode``/``mask_threshold``).
-    Runs in eval mode under ``torch.inference_mode``; bf16 autocast on CUDA.
+    Runs in eval mode under ``torch.inference_mode``, in fp32 everywhere: bf16 autocast would
+    quantise the embeddings before normalisation, and a feature pass costs little next to training.
+    With ``flip`` a row is ``normalize((f(x) + f(flip(x))) / 2)``.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     two_stream = getattr(model, "num_streams", 1) > 1
@@ -46,7 +48,7 @@ def extract_features(model: nn.Module, frame: pd.DataFrame, masks: dict[str, byt
                         pin_memory=cuda)
     model = model.to(device).eval()
     out = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+    with torch.inference_mode():
         for x, masked, _ in loader:
             x = x.to(device, non_blocking=True)
             masked = masked.to(device, non_blocking=True) if two_stream else None

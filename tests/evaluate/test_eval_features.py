@@ -9,9 +9,10 @@ import torch
 from maskreid.evaluate.features import extract_features, load_features, save_features
 from maskreid.models import build_model
 from maskreid.store.shards import encode_png, sha256_bytes
+from maskreid.train.data import ReIDDataset
 
 SIZE = (48, 24)
-
+torch.set_num_threads(1)
 
 
 def _frame(n=7):
@@ -54,6 +55,13 @@ def test_masks_matter_and_flip_averages(model):
     fl = extract_features(model, frame, masks, size=SIZE, device="cpu", flip=True)
     np.testing.assert_allclose(np.linalg.norm(fl, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(fl, f, atol=1e-4)
+    # the documented rule: normalize((f(x) + f(flip x)) / 2), with the masked stream flipped alike
+    ds = ReIDDataset(frame, masks, size=SIZE, label_column=None)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    m = torch.stack([ds[i][1] for i in range(len(ds))])
+    with torch.no_grad():
+        want = torch.nn.functional.normalize((model(x, m).feat + model(x.flip(3), m.flip(3)).feat) / 2, dim=1)
+    np.testing.assert_allclose(fl, want.numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="masked"):
         extract_features(model, frame, None, size=SIZE, device="cpu")
 
