@@ -6,7 +6,8 @@ from pathlib import Path
 # this checkout's own code, also when DVC runs a queued experiment in a temporary copy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from maskreid.pipeline import run_pretrain, stage_main  # noqa: E402
+from maskreid.pipeline import stage_main  # noqa: E402
+from maskreid.pipeline.train import run_pretrain  # noqa: E402
 
 if __name__ == "__main__":
     stage_main(run_pretrain)

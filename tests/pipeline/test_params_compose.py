@@ -1,7 +1,9 @@
-"""The committed params.yaml is the paper's configuration, exactly what `dvc exp run` composes."""
+"""Composition of conf/ into params.yaml, as `dvc exp run` does it, and the committed params.yaml."""
 
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from maskreid.config import compose_params
@@ -15,13 +17,31 @@ def _compose(tmp_path, *overrides):
     return yaml.safe_load(out.read_text())
 
 
-def test_committed_params_equal_paper_composition(tmp_path):
-    assert _compose(tmp_path) == yaml.safe_load((REPO / "params.yaml").read_text())
+PROFILES = sorted(p.stem for p in (REPO / "conf" / "profile").glob("*.yaml"))
+COMMITTED_PROFILE = "real_cpu"  # the experiment whose dvc.lock and metrics are committed
+
+
+def test_committed_params_are_the_committed_profile(tmp_path):
+    """The params.yaml in git (not the workspace's, which every `dvc exp run` rewrites) is exactly
+    the composition of the profile whose dvc.lock is committed: `dvc status` is clean on a clone."""
+    try:
+        text = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    assert _compose(tmp_path, f"profile={COMMITTED_PROFILE}") == yaml.safe_load(text)
+
+
+def test_default_profile_is_the_offline_demo(tmp_path):
+    """`dvc exp run -S loss.lambda=5` on a fresh clone composes the demo: no archive needed."""
+    p = _compose(tmp_path, "loss.lambda=5")
+    assert set(p["datasets"]) == {"synthetic", "synthetic_small"} and p["loss"]["lambda"] == 5
 
 
 def test_paper_values_and_overrides(tmp_path):
-    p = _compose(tmp_path)
-    assert p["loss"] == {"alpha": 0.15, "lambda": 2.0, "top_k": None, "margin": 0.3}
+    p = _compose(tmp_path, "profile=paper")
+    assert p["loss"] == {"alpha": 0.15, "lambda": 2.0, "top_k": None, "margin": 0.3,
+                         "softmax_weight": 0.0, "label_smoothing": 0.0}
     assert (p["sampler"]["P"], p["sampler"]["N"]) == (10, 54)
     assert p["segment"]["backend"] == "torchvision" and p["segment"]["model"] == "fcn_resnet101"
     assert set(p["pretrain"]["runs"]) == {"dgd", "maskreid_m", "maskreid_mf"}
@@ -33,12 +53,15 @@ def test_paper_values_and_overrides(tmp_path):
 
 
 def test_every_cell_names_a_configured_model(tmp_path):
-    for profile in ("paper", "shared", "shared_cpu", "demo"):
+    assert {"paper", "real_gpu", "real_cpu", "real_cpu_subset", "demo"} <= set(PROFILES)
+    for profile in PROFILES:
         p = _compose(tmp_path, f"profile={profile}")
         for name, cell in p["cells"].items():
             kind, key = cell["model"].split("/")
             assert key in p[kind]["runs"], (profile, name)
             assert cell["dataset"] in p["datasets"], (profile, name)
+        for key, run in p["train"]["runs"].items():
+            assert run["arch"].startswith("mnv2") and run["dataset"] in p["datasets"], (profile, key)
         for key, run in p["finetune"]["runs"].items():
             assert run["init"] in p["pretrain"]["runs"], (profile, key)
             assert run["dataset"] in p["datasets"]

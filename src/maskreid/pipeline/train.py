@@ -1,0 +1,149 @@
+"""Stages pretrain, finetune and finetune_variant: a training frame + masks -> models/<kind>/<run>/model.pt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from maskreid.config import ParamsError, get
+from maskreid.io import write_json
+from maskreid.pipeline import IMAGES, MASK_VARIANTS, MASKS, METRICS, MODELS, SPLITS
+
+def _train_frame(datasets: list[str], trial: int = 0):
+    """Training rows of one or several datasets, identities namespaced and relabelled 0..C-1."""
+    from maskreid.splits import merged_train, read_manifest
+
+    manifests = {d: read_manifest(SPLITS / d) for d in datasets}
+    return merged_train(manifests, trial=trial)
+
+
+def _masks_for(mask_dirs: list[Path]) -> dict[str, bytes]:
+    from maskreid.store.masks import load_masks
+
+    masks: dict[str, bytes] = {}
+    for d in mask_dirs:
+        masks.update(load_masks(d))
+    return masks
+
+
+SAMPLER_OF_LOSS = {"softmax": "shuffle", "rank": "maskreid", "npair": "maskreid", "triplet": "pk"}
+
+
+def _sampler_cfg(kind: str, batch_size: int, sampler: dict) -> dict:
+    """Which batches: plain shuffled, MaskReID 1 x P + N, or P identities x K images."""
+    table = {
+        "shuffle": {"kind": "shuffle", "batch_size": batch_size},
+        "maskreid": {"kind": "maskreid", "P": sampler["P"], "N": sampler["N"]},
+        "pk": {"kind": "pk", "P": sampler["pk_p"], "K": sampler["pk_k"]},
+    }
+    if kind not in table:
+        raise ParamsError(f"sampler {kind!r} is not one of {sorted(table)}")
+    return table[kind]
+
+
+def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, init: Path | None,
+               params: dict, optim_of: str | None = None) -> dict:
+    """params -> ``train_model``'s keyword arguments for one run (``frame``: its training rows).
+
+    A run may name its ``sampler`` (``shuffle`` | ``maskreid`` | ``pk``); the default follows the
+    loss (``SAMPLER_OF_LOSS``): the paper's 1 x P + N batch for the ranking loss.
+    """
+    optim = dict(get(params, f"{optim_of or kind}.optim"))
+    optim["seed"] = get(params, "seed")
+    batch_size = optim.pop("batch_size")
+    sampler_cfg = _sampler_cfg(run.get("sampler") or SAMPLER_OF_LOSS[loss], batch_size, get(params, "sampler"))
+    size = (get(params, "input.height"), get(params, "input.width"))
+    mask = get(params, "mask")
+    model_cfg = {"feat_dim": get(params, "model.feat_dim"), "width": get(params, "model.width")}
+    if kind == "train":  # from ImageNet: the mnv2 trunk's own options
+        model_cfg = {"feat_dim": get(params, "model.feat_dim"), "pretrained": True,
+                     "last_stride": get(params, "model.last_stride")}
+    data = get(params, f"{kind}.data", None)
+    return dict(
+        train_frame=frame,
+        masks=_masks_for(mask_dirs),
+        arch=run.get("arch") or _arch_of(init),
+        loss_name=loss,
+        loss_cfg=_loss_options(loss, dict(get(params, "loss"))),
+        sampler_cfg=sampler_cfg,
+        optim_cfg=optim,
+        init_from=init,
+        data_cfg={"size": size, "mask_mode": mask["mode"], "mask_threshold": mask["threshold"], **(data or {})},
+        model_cfg=model_cfg,
+    )
+
+
+def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init: Path | None, params: dict,
+           mask_dirs: list[Path] | None = None, optim_of: str | None = None) -> dict:
+    """One training run; masks from each dataset's segment out unless ``mask_dirs`` says otherwise,
+    optimiser settings from ``<optim_of or kind>.optim``."""
+    from maskreid.train import train_model
+    from maskreid.train.data import attach_images
+
+    frame = attach_images(_train_frame(datasets), [IMAGES / d for d in datasets])
+    if mask_dirs is None:
+        mask_dirs = [MASKS / d for d in datasets]
+    args = train_args(kind, run, frame, mask_dirs, loss, init, params, optim_of)
+    summary = train_model(**args, out_dir=MODELS / kind / key, live_dir=Path("dvclive") / kind / key)
+    result = {
+        "stage": f"{kind}@{key}",
+        "datasets": datasets,
+        "masks": [str(d) for d in mask_dirs],
+        "loss": loss,
+        "sampler": args["sampler_cfg"]["kind"],
+        "images": int(len(frame)),
+        "identities": int(frame["label"].nunique()),
+        **summary,
+    }
+    write_json(METRICS / "train" / f"{kind}_{key}.json", result)
+    return result
+
+
+def _loss_options(loss: str, cfg: dict) -> dict:
+    """params.loss -> the chosen loss's own keyword arguments (+ the softmax term's options)."""
+    extra = {"softmax_weight": cfg.get("softmax_weight", 0.0), "label_smoothing": cfg.get("label_smoothing", 0.0)}
+    if loss == "rank":
+        return {"alpha": cfg["alpha"], "lam": cfg["lambda"], "top_k": cfg.get("top_k"), **extra}
+    if loss == "triplet":
+        return {"margin": cfg["margin"], **extra}
+    if loss == "softmax":
+        return {"label_smoothing": extra["label_smoothing"]}
+    return {}
+
+
+def _arch_of(model_path: Path | None) -> str:
+    import torch
+
+    if model_path is None:
+        raise ParamsError("a run needs `arch` or an `init` model")
+    return torch.load(model_path, map_location="cpu", weights_only=False)["arch"]
+
+
+def run_pretrain(key: str, params: dict) -> dict:
+    run = get(params, f"pretrain.runs.{key}")
+    return _train("pretrain", key, run, list(run["sets"]), "softmax", None, params)
+
+
+def run_finetune(key: str, params: dict) -> dict:
+    run = get(params, f"finetune.runs.{key}")
+    init = MODELS / "pretrain" / run["init"] / "model.pt"
+    return _train("finetune", key, run, [run["dataset"]], run["loss"], init, params)
+
+
+def run_train(key: str, params: dict) -> dict:
+    """A model trained from ImageNet weights straight on its dataset (``train.runs.<key>``)."""
+    run = get(params, f"train.runs.{key}")
+    return _train("train", key, run, [run["dataset"]], run["loss"], None, params)
+
+
+def variant_cell(key: str, variant: dict) -> tuple[str, dict]:
+    """The table cell (name, cell params) a mask variant's fine-tuned model is evaluated as."""
+    return f"masks_{key}", {"model": f"finetune_variant/{key}", "dataset": variant["dataset"]}
+
+
+def run_finetune_variant(key: str, params: dict) -> dict:
+    """Fine-tune like ``finetune`` but with a mask variant's masks (``mask_variants.<key>``)."""
+    v = get(params, f"mask_variants.{key}")
+    init = MODELS / "pretrain" / v["init"] / "model.pt"
+    return _train("finetune_variant", key, v, [v["dataset"]], v["loss"], init, params, mask_dirs=[MASK_VARIANTS / key],
+                  optim_of="finetune")
+

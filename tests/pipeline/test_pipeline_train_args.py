@@ -1,0 +1,50 @@
+"""params -> train_model arguments: the sampler a run gets, and the loss options it reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from maskreid.config import ParamsError, compose_params, load_params
+from maskreid.pipeline.train import train_args
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def params(tmp_path_factory):
+    out = tmp_path_factory.mktemp("params") / "params.yaml"
+    return load_params(compose_params(["profile=real_cpu"], output=out, conf_dir=ROOT / "conf"))
+
+
+def _args(params, run):
+    frame = pd.DataFrame({"image_id": [], "sha256": [], "label": []})
+    return train_args("train", run, frame, [], run["loss"], None, params)
+
+
+@pytest.mark.parametrize("loss, kind, sizes", [
+    ("rank", "maskreid", {"P": 10, "N": 54}),
+    ("triplet", "pk", {"P": 16, "K": 4}),
+    ("softmax", "shuffle", {"batch_size": 64}),
+])
+def test_each_loss_gets_its_own_sampler_by_default(params, loss, kind, sizes):
+    a = _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": loss})
+    assert a["sampler_cfg"] == {"kind": kind, **sizes}
+
+
+def test_a_run_may_name_its_sampler(params):
+    a = _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "sampler": "pk"})
+    assert a["sampler_cfg"] == {"kind": "pk", "P": 16, "K": 4}
+    assert a["loss_cfg"]["top_k"] == params["loss"]["top_k"]
+    with pytest.raises(ParamsError, match="sampler 'nosuch'"):
+        _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "sampler": "nosuch"})
+
+
+def test_imagenet_runs_get_the_trunk_options(params):
+    a = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank"})
+    assert a["model_cfg"] == {"feat_dim": params["model"]["feat_dim"], "pretrained": True,
+                              "last_stride": params["model"]["last_stride"]}
+    assert a["data_cfg"]["size"] == (params["input"]["height"], params["input"]["width"])
