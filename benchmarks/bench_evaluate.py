@@ -122,21 +122,26 @@ def part_rerank(args) -> dict:
     return res
 
 
-def part_reference(args) -> dict:
+def _timed_reference(qg, qq, gg, stable: bool) -> tuple[np.ndarray, dict]:
+    """The numpy port on dense distances, with its wall / CPU time and peak RSS."""
     from rerank_reference import reference_numpy
 
-    qg, qq, gg = _rerank_inputs(args.scale)
     base = _rss_gb()
     t0, c0 = time.perf_counter(), time.process_time()
-    ref = reference_numpy(qg, qq, gg, stable=args.stable)
-    res = {
+    ref = reference_numpy(qg, qq, gg, stable=stable)
+    return ref, {
         "shape": list(qg.shape),
-        "stable_argsort": bool(args.stable),
+        "stable_argsort": bool(stable),
         "wall_s": round(time.perf_counter() - t0, 2),
         "cpu_s": round(time.process_time() - c0, 2),
         "rss_before_gb": round(base, 2),
         "peak_rss_gb": round(_rss_gb(), 2),
     }
+
+
+def part_reference(args) -> dict:
+    qg, qq, gg = _rerank_inputs(args.scale)
+    ref, res = _timed_reference(qg, qq, gg, args.stable)
     ours = np.load(args.out)
     diff = np.abs(ours - ref)
     res["max_abs_diff"] = float(diff.max())
@@ -273,25 +278,12 @@ def part_eval_layout(args) -> dict:
 
 def part_reference_feat(args) -> dict:
     """The numpy port on the same features (dense distances), compared with ours (--out)."""
-    from rerank_reference import reference_numpy
-
     from maskreid.evaluate import euclidean_distance
 
     qf, gf, *_ = _layout_inputs(args.layout, args.dim)
     qg, qq, gg = (euclidean_distance(a, b).numpy() for a, b in ((qf, gf), (qf, qf), (gf, gf)))
-    base = _rss_gb()
-    t0, c0 = time.perf_counter(), time.process_time()
-    ref = reference_numpy(qg, qq, gg, stable=args.stable)
-    res = {
-        "layout": args.layout,
-        "dim": args.dim,
-        "shape": list(qg.shape),
-        "stable_argsort": bool(args.stable),
-        "wall_s": round(time.perf_counter() - t0, 2),
-        "cpu_s": round(time.process_time() - c0, 2),
-        "rss_before_gb": round(base, 2),
-        "peak_rss_gb": round(_rss_gb(), 2),
-    }
+    ref, res = _timed_reference(qg, qq, gg, args.stable)
+    res = {"layout": args.layout, "dim": args.dim, **res}
     diff = np.abs(np.load(args.out) - ref)
     res["max_abs_diff"] = float(diff.max())
     res["rows_over_1e-6"] = int((diff.max(1) > 1e-6).sum())
