@@ -47,3 +47,29 @@ def test_card_hand_counts():
     assert c["splits"]["gallery"] == {"images": 3, "identities": 2, "cameras": 2, "junk": 1, "distractors": 2,
                                       "min_wh": [48, 100], "max_wh": [64, 128], "most_common_wh": "64x128"}
     assert dataset_card(f, junk_pids=False)["splits"]["train"]["junk"] is None
+
+
+def test_a_killed_ingest_leaves_nothing_in_the_tracked_folder(tmp_path, monkeypatch):
+    """SIGKILL skips every cleanup: simulated by a failure with rmtree disabled. The debris lies
+    outside data/images (a dep of every pre-training stage) and the next ingest removes it."""
+    import maskreid.datasets.ingest as ingest_mod
+    import maskreid.store.shards as shards_mod
+
+    out = tmp_path / "images" / "market1501"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed after the shards were written")
+
+    with monkeypatch.context() as m:
+        m.setattr(ingest_mod.shutil, "rmtree", lambda *a, **k: None)
+        m.setattr(shards_mod.shutil, "rmtree", lambda *a, **k: None)
+        m.setattr(ingest_mod, "write_side_file", killed)
+        with pytest.raises(KeyboardInterrupt):
+            ingest("market1501", pack(market_files(), tmp_path / "m", "zip"), out, archives_dir=tmp_path / "a",
+                   rows_per_shard=5)
+    assert not (tmp_path / "images").exists() or list((tmp_path / "images").iterdir()) == []
+    debris = tmp_path / ".images.staging"
+    assert any(debris.iterdir())
+    ingest("market1501", pack(market_files(), tmp_path / "good", "zip"), out, archives_dir=tmp_path / "a")
+    assert [p.name for p in (tmp_path / "images").iterdir()] == ["market1501"]
+    assert list(debris.iterdir()) == []

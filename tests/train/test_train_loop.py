@@ -90,7 +90,7 @@ def test_loss_decreases_and_logs(tmp_path):
     assert [s for s, k, _ in live.rows if k == "train/loss"] == list(range(2, 41, 2))
     assert summary["steps"] == 40 and summary["img_per_s"] > 0
     assert summary["final_loss"] == pytest.approx(losses[-1])
-    ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "step", "epoch", "batch_in_epoch", "rng"} <= set(ckpt)
     assert ckpt["step"] == 40
 
@@ -100,7 +100,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     straight, s_full = _run(tmp_path / "straight", cfg)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "killed", cfg, live=RecordingLive(fail_after=7))
-    assert torch.load(tmp_path / "killed" / CHECKPOINT_NAME, weights_only=False)["step"] == 5
+    assert torch.load(tmp_path / "killed" / CHECKPOINT_NAME, weights_only=True)["step"] == 5
     resumed, s_res = _run(tmp_path / "killed", cfg)
     assert s_res["resumed_from"] == 5 and s_res["steps"] == s_full["steps"] == 12
     a, b = straight.state_dict(), resumed.state_dict()
@@ -124,3 +124,52 @@ def test_schedule_and_cfg_validation():
     assert [lr_factor(s, 9, step) for s in (2, 3, 6)] == pytest.approx([1.0, 0.1, 0.01])
     with pytest.raises(KeyError, match="lrr"):
         resolve_cfg({"lrr": 1})
+
+
+def _curve(live_dir, name):
+    """(step, value) rows of one dvclive metric's tsv."""
+    tsv = live_dir / "plots" / "metrics" / "train" / f"{name}.tsv"
+    header, *rows = tsv.read_text().splitlines()
+    cols = header.split("\t")
+    return [(int(r.split("\t")[cols.index("step")]), float(r.split("\t")[cols.index(name)])) for r in rows]
+
+
+def test_resumed_curve_equals_the_uninterrupted_one(tmp_path):
+    """Steps logged after the last checkpoint and before a kill are logged again on resume: the
+    resumed run drops them first, so no step appears twice and none is lost."""
+    from dvclive import Live
+
+    class KilledLive(Live):
+        def log_metric(self, name, val, **kw):
+            if self.step > 7:
+                raise KeyboardInterrupt("simulated kill")
+            super().log_metric(name, val, **kw)
+
+    cfg = {**CFG, "epochs": 4, "checkpoint_every": 5}
+    kw = {"dvcyaml": False, "save_dvc_exp": False}
+    live = Live(str(tmp_path / "live_a"), **kw)
+    _run(tmp_path / "a", cfg, live=live)
+    live.end()
+    killed = KilledLive(str(tmp_path / "live_b"), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "b", cfg, live=killed)
+    assert [s for s, _ in _curve(tmp_path / "live_b", "loss")] == [2, 4, 6]  # 6 is after the checkpoint
+    live = Live(str(tmp_path / "live_b"), resume=True, **kw)
+    _run(tmp_path / "b", cfg, live=live)
+    live.end()
+    for name in ("loss", "lr"):
+        a, b = _curve(tmp_path / "live_a", name), _curve(tmp_path / "live_b", name)
+        assert [s for s, _ in b] == [2, 4, 6, 8, 10, 12]
+        assert [s for s, _ in a] == [s for s, _ in b]
+        np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=0, atol=1e-6)
+
+
+def test_a_corrupt_checkpoint_is_moved_aside_and_training_starts_fresh(tmp_path):
+    _run(tmp_path, {**CFG, "max_steps": 4})
+    ckpt = tmp_path / CHECKPOINT_NAME
+    ckpt.write_bytes(ckpt.read_bytes()[:300])  # truncated, as after a full disk
+    with pytest.warns(UserWarning, match=rf"{CHECKPOINT_NAME}: unreadable checkpoint.*moved to"):
+        _, s = _run(tmp_path, {**CFG, "max_steps": 4})
+    assert s["resumed_from"] is None and s["steps"] == 4
+    assert (tmp_path / f"{CHECKPOINT_NAME}.corrupt").exists()
+    assert torch.load(ckpt, weights_only=True)["step"] == 4

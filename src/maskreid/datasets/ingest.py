@@ -54,6 +54,16 @@ def read_side_file(shard_dir: str | Path, name: str) -> Any:
     raise FileNotFoundError(f"no side file {name}.parquet/.json in {shard_dir}: re-run the ingest stage")
 
 
+def staging_dir(out_dir: Path) -> Path:
+    """Where ``out_dir`` is built before it is moved into place: beside its parent, never inside
+    it, so debris of a killed ingest is not part of a tracked out (``data/images`` is a dep of
+    every pre-training stage). Leftovers of earlier killed ingests of this dataset are removed."""
+    root = out_dir.parent.with_name(f".{out_dir.parent.name}.staging")
+    for old in [*root.glob(f"{out_dir.name}-*"), *root.glob(f".{out_dir.name}-*.tmp-*")]:
+        shutil.rmtree(old, ignore_errors=True)
+    return root / f"{out_dir.name}-{os.getpid()}"
+
+
 def ingest(
     name: str,
     source: str | Path | None,
@@ -81,7 +91,7 @@ def ingest(
     meta = pd.DataFrame({c: [r[c] for r in rows] for c in METADATA_COLUMNS})
 
     out_dir = Path(out_dir)
-    staging = out_dir.with_name(f".{out_dir.name}.staging-{os.getpid()}")
+    staging = staging_dir(out_dir)
     try:
         write_shards(iter(rows), staging, rows_per_shard=rows_per_shard)
         del rows

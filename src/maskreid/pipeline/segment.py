@@ -45,7 +45,7 @@ def _segmenter_held_out(cfg: dict) -> set[int] | None:
         return None
     import torch
 
-    ckpt = torch.load(cfg["model"], map_location="cpu", weights_only=False)
+    ckpt = torch.load(cfg["model"], map_location="cpu", weights_only=True)
     pids = (ckpt.get("train_summary") or {}).get("val_pids")
     return {int(p) for p in pids} if pids else None
 

@@ -35,7 +35,7 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"smp checkpoint {path} not found: train one with the segmenter training "
                                 "stage (maskreid.segment.trainer) or pass params.path")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict):
         raise ValueError(f"smp checkpoint {path}: expected a dict with keys {list(REQUIRED_KEYS)}")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]

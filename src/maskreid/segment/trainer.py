@@ -154,7 +154,7 @@ def _model_kwargs(cfg: dict) -> dict:
 
 def load_segmenter(path: str | Path, device: str = "cpu") -> tuple[PersonLogit, dict]:
     """Load ``segmenter.pt`` -> (eval model returning the person logit, checkpoint dict)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     missing = {"arch", "encoder_name", "classes", "input_size", "mean", "std", "state_dict"} - set(ckpt)
     if missing:
         raise ValueError(f"{path}: not a segmenter checkpoint, missing keys {sorted(missing)}")
@@ -385,7 +385,7 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     net = build_model(cfg["arch"], cfg["encoder"], classes, mkw)
     init = {"init": "random", "source": None, "tensors": 0}
     if cfg["init_from"]:
-        prev = torch.load(cfg["init_from"], map_location="cpu", weights_only=False)
+        prev = torch.load(cfg["init_from"], map_location="cpu", weights_only=True)
         if (prev.get("arch"), prev.get("model_kwargs", {}), int(prev.get("classes", -1))) != (cfg["arch"], mkw, classes):
             raise ValueError(f"init_from {cfg['init_from']}: arch/model_kwargs/classes differ from this cfg")
         net.load_state_dict(prev["state_dict"])
@@ -427,7 +427,7 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     step, history, resume_rng = 0, {"loss": [], "val": []}, None
     state_path = out_dir / STATE_NAME
     digest = training_digest(pairs)
-    st = torch.load(state_path, map_location=device, weights_only=False) if state_path.exists() else None
+    st = torch.load(state_path, map_location=device, weights_only=True) if state_path.exists() else None
     # defaults filled in: a state written before a cfg key existed still matches its default
     if st is not None and ({**DEFAULT_CFG, **st["cfg"], "threads": None} != {**cfg, "threads": None} or st.get("inputs") != digest):
         log.warning("%s was written under another cfg, training data or training code: starting over and overwriting it", state_path)

@@ -79,7 +79,7 @@ def inputs_digest(frame: pd.DataFrame, masks: dict[str, bytes] | None, init_from
 def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
     """Load a model.pt's weights into ``model``: strict on the trunk, the classifier head is
     dropped when its class count differs (or the new model has none). Returns dropped keys."""
-    src = torch.load(path, map_location="cpu", weights_only=False)
+    src = torch.load(path, map_location="cpu", weights_only=True)
     if "state_dict" not in src:
         raise KeyError(f"{path}: not a maskreid model.pt (no 'state_dict')")
     if src.get("arch") != getattr(model, "arch", src.get("arch")):
@@ -203,7 +203,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> nn
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model (run the train stage first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     missing = {"arch", "state_dict", "feat_dim"} - set(ckpt)
     if missing:
         raise KeyError(f"{path}: not a maskreid model.pt, lacks {sorted(missing)}")

@@ -32,6 +32,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import pickle
 import random
 import time
 import warnings
@@ -138,7 +140,12 @@ def lr_factor(step: int, total: int, cfg: dict) -> float:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """RNG states in tensors and plain types, so a checkpoint loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+             "python": [py_version, list(py_state), py_gauss]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -146,10 +153,36 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """The resume checkpoint, or None after moving an unreadable one aside with a warning:
+    it is a persistent out, so DVC would never remove a truncated file and every rerun would fail."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        aside = path.with_name(f"{path.name}.corrupt")
+        os.replace(path, aside)
+        warnings.warn(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0]}); "
+                      f"moved to {aside}, training starts from scratch", stacklevel=2)
+        return None
+
+
+def truncate_curves(plots_dir: Path, step: int) -> None:
+    """Drop the dvclive rows logged after the checkpoint a run resumes from: the resumed run logs
+    those steps again, so its curve then equals an uninterrupted run's."""
+    for tsv in sorted((plots_dir / "metrics").rglob("*.tsv")):
+        header, *rows = tsv.read_text().splitlines(keepends=True)
+        col = header.rstrip("\n").split("\t").index("step")
+        kept = [r for r in rows if int(r.split("\t")[col]) <= step]
+        if len(kept) != len(rows):
+            atomic_write(tsv, lambda tmp, text="".join([header, *kept]): tmp.write_text(text))
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -197,10 +230,10 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg))
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
-    step, epoch, batch_in_epoch, resumed_from = 0, 0, 0, None
+    step, epoch, batch_in_epoch, resumed_from, resumed_window = 0, 0, 0, None, None
     history: dict = {"img_per_s": [], "loss": None}
-    if cfg["resume"] and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(ckpt_path) if cfg["resume"] and ckpt_path.exists() else None
+    if ckpt is not None:
         if ckpt.get("fingerprint") != fp:
             warnings.warn(
                 f"{ckpt_path} was written under other training options (fingerprint "
@@ -216,6 +249,9 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
             history = ckpt.get("history", history)
             _set_rng_state(ckpt["rng"])
             resumed_from = step
+            resumed_window = ckpt.get("window")
+    if getattr(live, "plots_dir", None):  # a fresh start (no or unusable checkpoint) keeps no earlier curve
+        truncate_curves(Path(live.plots_dir), step if resumed_from is not None else -1)
 
     train_model = model
     if info.world_size > 1:
@@ -233,6 +269,8 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                     "rng": _rng_state(), "fingerprint": fp, "history": history,
+                    # the logging window in progress: a resumed run logs the same averages
+                    "window": {k: win[k] for k in ("loss", "correct", "n", "steps")},
                 },
                 ckpt_path,
             )
@@ -244,6 +282,7 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
     loader_gen = torch.Generator()
     train_model.train()
     win = {"loss": 0.0, "correct": 0, "n": 0, "steps": 0, "t": time.perf_counter()}
+    win.update(resumed_window or {})
     last_ckpt_step = step
     while step < total:
         if batch_in_epoch >= per_epoch:
