@@ -70,14 +70,18 @@ def main() -> None:
         train_s = time.time() - t0
         model = load_model(Path(tmp) / "model.pt", device="cpu")
     val = attach_images(val, [IMAGES / ds])
-    feats = extract_features(model, val, args["masks"] if two_stream else None, size=args["data_cfg"]["size"],
-                             device="cpu", mask_mode=args["data_cfg"]["mask_mode"],
-                             mask_threshold=args["data_cfg"]["mask_threshold"])
     q, g = (val["role"] == "query").to_numpy(), (val["role"] == "gallery").to_numpy()
-    r = market_single_query(feats[q], feats[g], val["pid"].to_numpy()[q], val["pid"].to_numpy()[g],
-                            val["camid"].to_numpy()[q], val["camid"].to_numpy()[g])
+    scores = {}
+    for flip in (False, True):  # the same model scored without and with flip-averaged features
+        feats = extract_features(model, val, args["masks"] if two_stream else None, size=args["data_cfg"]["size"],
+                                 device="cpu", flip=flip, mask_mode=args["data_cfg"]["mask_mode"],
+                                 mask_threshold=args["data_cfg"]["mask_threshold"])
+        scores[flip] = market_single_query(feats[q], feats[g], val["pid"].to_numpy()[q], val["pid"].to_numpy()[g],
+                                           val["camid"].to_numpy()[q], val["camid"].to_numpy()[g])
+    r, rf = scores[False], scores[True]
     out = {"run": a.run, "set": a.set, "val_ids": a.val_ids, "val_queries": int(q.sum()),
            "val_gallery": int(g.sum()), "rank1": r["rank1"], "mAP": r["mAP"],
+           "flip_rank1": rf["rank1"], "flip_mAP": rf["mAP"],
            "train_s": round(train_s, 1), "steps": summary.get("steps"), "final_loss": summary.get("final_loss"),
            "img_per_s": summary.get("img_per_s")}
     print(json.dumps(out))

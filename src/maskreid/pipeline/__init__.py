@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from maskreid.config import ParamsError, get, load_params
+from maskreid.datasets.archive import ArchiveError, LayoutError
 from maskreid.datasets.download import DatasetUnavailable
+from maskreid.store.shards import CorruptImageError
 
 log = logging.getLogger("maskreid")
 
@@ -31,6 +33,12 @@ METRICS = Path("metrics")
 REPORTS = Path("reports")
 MASK_CACHE = Path("data/cache/masks")
 MASK_VARIANTS = Path("data/mask_variants")  # other backends' masks of one dataset's split images
+PARAMS_CHECKED = Path("data/params_checked.txt")  # the gate out of stage check_params
+
+
+# failures with a message that says what and where: one line, no traceback
+KNOWN_ERRORS = (DatasetUnavailable, ParamsError, FileNotFoundError, ArchiveError, LayoutError, CorruptImageError,
+                ValueError)
 
 
 def stage_main(fn: Callable[[str, dict], Any], argv: list[str] | None = None) -> None:
@@ -40,7 +48,7 @@ def stage_main(fn: Callable[[str, dict], Any], argv: list[str] | None = None) ->
     key = argv[0] if argv else ""
     try:
         fn(key, load_params())
-    except (DatasetUnavailable, ParamsError, FileNotFoundError) as e:
+    except KNOWN_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

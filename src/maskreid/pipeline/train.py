@@ -7,6 +7,7 @@ from pathlib import Path
 from maskreid.config import ParamsError, get
 from maskreid.io import write_json
 from maskreid.pipeline import IMAGES, MASK_VARIANTS, MASKS, METRICS, MODELS, SPLITS
+from maskreid.train import DEFAULT_SAMPLER
 
 def _train_frame(datasets: list[str], trial: int = 0):
     """Training rows of one or several datasets, identities namespaced and relabelled 0..C-1."""
@@ -23,9 +24,6 @@ def _masks_for(mask_dirs: list[Path]) -> dict[str, bytes]:
     for d in mask_dirs:
         masks.update(load_masks(d))
     return masks
-
-
-SAMPLER_OF_LOSS = {"softmax": "shuffle", "rank": "maskreid", "npair": "maskreid", "triplet": "pk"}
 
 
 def _sampler_cfg(kind: str, batch_size: int, sampler: dict) -> dict:
@@ -45,12 +43,12 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
     """params -> ``train_model``'s keyword arguments for one run (``frame``: its training rows).
 
     A run may name its ``sampler`` (``shuffle`` | ``maskreid`` | ``pk``); the default follows the
-    loss (``SAMPLER_OF_LOSS``): the paper's 1 x P + N batch for the ranking loss.
+    loss (``maskreid.train.DEFAULT_SAMPLER``): the paper's 1 x P + N batch for the ranking loss.
     """
     optim = dict(get(params, f"{optim_of or kind}.optim"))
     optim["seed"] = get(params, "seed")
     batch_size = optim.pop("batch_size")
-    sampler_cfg = _sampler_cfg(run.get("sampler") or SAMPLER_OF_LOSS[loss], batch_size, get(params, "sampler"))
+    sampler_cfg = _sampler_cfg(run.get("sampler") or DEFAULT_SAMPLER[loss], batch_size, get(params, "sampler"))
     size = (get(params, "input.height"), get(params, "input.width"))
     mask = get(params, "mask")
     model_cfg = {"feat_dim": get(params, "model.feat_dim"), "width": get(params, "model.width")}
@@ -63,7 +61,7 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
         masks=_masks_for(mask_dirs),
         arch=run.get("arch") or _arch_of(init),
         loss_name=loss,
-        loss_cfg=_loss_options(loss, dict(get(params, "loss"))),
+        loss_cfg=_loss_options(loss, params),
         sampler_cfg=sampler_cfg,
         optim_cfg=optim,
         init_from=init,
@@ -98,16 +96,13 @@ def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init:
     return result
 
 
-def _loss_options(loss: str, cfg: dict) -> dict:
-    """params.loss -> the chosen loss's own keyword arguments (+ the softmax term's options)."""
-    extra = {"softmax_weight": cfg.get("softmax_weight", 0.0), "label_smoothing": cfg.get("label_smoothing", 0.0)}
-    if loss == "rank":
-        return {"alpha": cfg["alpha"], "lam": cfg["lambda"], "top_k": cfg.get("top_k"), **extra}
-    if loss == "triplet":
-        return {"margin": cfg["margin"], **extra}
-    if loss == "softmax":
-        return {"label_smoothing": extra["label_smoothing"]}
-    return {}
+def _loss_options(loss: str, params: dict) -> dict:
+    """params ``losses.<loss>`` (each loss's own knobs, composed from ``loss``) -> its keyword
+    arguments: the only loss params a run reads, so a stage declares that section alone."""
+    cfg = dict(get(params, f"losses.{loss}", {}))
+    if "lambda" in cfg:  # a Python keyword: the loss calls it lam
+        cfg["lam"] = cfg.pop("lambda")
+    return cfg
 
 
 def _arch_of(model_path: Path | None) -> str:
@@ -115,7 +110,7 @@ def _arch_of(model_path: Path | None) -> str:
 
     if model_path is None:
         raise ParamsError("a run needs `arch` or an `init` model")
-    return torch.load(model_path, map_location="cpu", weights_only=False)["arch"]
+    return torch.load(model_path, map_location="cpu", weights_only=True)["arch"]
 
 
 def run_pretrain(key: str, params: dict) -> dict:

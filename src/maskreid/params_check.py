@@ -1,0 +1,174 @@
+"""Every knob of params.yaml checked against its allowed values before any stage does work.
+
+DVC deletes a stage's outs just before running it, so a bad value caught inside the stage has
+already cost those outs. The pipeline's first stage (``check_params``) runs this on the whole
+params.yaml; every other stage depends on its constant out, so DVC stops at a bad value with
+nothing deleted, and the message names the key, the value and what is allowed.
+
+The allowed sets below are plain literals so this module imports nothing heavy; a test checks
+them against the library's own registries (archs, losses, segmentation backends, AP rules).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from maskreid.config import ParamsError
+
+ARCHS = ("dgd", "maskreid_m", "maskreid_mf", "resnet50_m", "resnet50_mf", "mnv2", "mnv2_m", "mnv2_mf")
+LOSSES = ("npair", "rank", "softmax", "triplet")
+SAMPLERS = ("maskreid", "pk", "shuffle")
+SEG_BACKENDS = ("grabcut", "ground_truth", "onnx", "smp", "torchvision")
+AP_RULES = ("market", "mean")
+
+Check = Callable[[Any], str | None]  # None when the value is allowed, else what is allowed
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Check:
+    def check(v: Any) -> str | None:
+        if _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi):
+            return None
+        bounds = " and ".join(b for b in (f">= {lo}" if lo is not None else "",
+                                           f"<= {hi}" if hi is not None else "") if b)
+        return f"an integer {bounds}".rstrip()
+    return check
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        ok = _is_num(v)
+        if ok and lo is not None:
+            ok = v > lo if lo_open else v >= lo
+        if ok and hi is not None:
+            ok = v < hi if hi_open else v <= hi
+        if ok:
+            return None
+        parts = []
+        if lo is not None:
+            parts.append(f"{'>' if lo_open else '>='} {lo}")
+        if hi is not None:
+            parts.append(f"{'<' if hi_open else '<='} {hi}")
+        return "a number " + " and ".join(parts)
+    return check
+
+
+def one_of(*choices: Any) -> Check:
+    def check(v: Any) -> str | None:
+        bool_ok = any(isinstance(c, bool) for c in choices)  # True == 1: no bool where numbers are meant
+        return None if v in choices and (bool_ok or not isinstance(v, bool)) else f"one of {list(choices)}"
+    return check
+
+
+def optional(inner: Check) -> Check:
+    def check(v: Any) -> str | None:
+        if v is None:
+            return None
+        why = inner(v)
+        return None if why is None else f"null or {why}"
+    return check
+
+
+def boolean(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def size_pair(v: Any) -> str | None:
+    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v)
+    return None if ok else "[height, width], two integers > 0"
+
+
+_OPTIM = {
+    "optimizer": one_of("sgd", "adam"),
+    "lr": number(0, lo_open=True),
+    "momentum": number(0, 1, hi_open=True),
+    "weight_decay": number(0),
+    "schedule": one_of("cosine", "step", "constant"),
+    "warmup_steps": integer(0),
+    "min_lr_ratio": number(0, 1),
+    "batch_size": integer(1),
+    "epochs": integer(1),
+    "max_steps": optional(integer(1)),
+    "checkpoint_every": integer(1),
+    "log_every": integer(1),
+    "num_workers": integer(0),
+    "amp": one_of("bf16", "fp16", "none", None),
+    "channels_last_cpu": boolean,
+}
+
+RULES: dict[str, Check] = {
+    "seed": integer(0),
+    "input.height": integer(1),
+    "input.width": integer(1),
+    "mask.mode": one_of("binary", "soft"),
+    "mask.threshold": number(0, 1),
+    "segment.backend": one_of(*SEG_BACKENDS),
+    "segment.working_size": size_pair,
+    "segment.batch_size": integer(1),
+    "segment.num_workers": integer(0),
+    "splits.trials": integer(1),
+    "model.feat_dim": integer(1),
+    "model.width": number(0, lo_open=True),
+    "model.last_stride": one_of(1, 2),
+    "loss.alpha": number(0),
+    "loss.lambda": number(0),
+    "loss.top_k": optional(integer(1)),
+    "loss.margin": number(0),
+    "loss.softmax_weight": number(0),
+    "loss.label_smoothing": number(0, 1, hi_open=True),
+    "sampler.P": integer(2),
+    "sampler.N": integer(1),
+    "sampler.pk_p": integer(2),
+    "sampler.pk_k": integer(2),
+    **{f"{kind}.optim.{k}": c for kind in ("pretrain", "finetune", "train") for k, c in _OPTIM.items()},
+    "train.data.pad": integer(0),
+    "train.data.erase_p": number(0, 1),
+    "train.data.arrays": boolean,
+    **{f"{kind}.runs.*.{k}": c for kind in ("pretrain", "finetune", "train")
+       for k, c in (("loss", one_of(*LOSSES)), ("arch", one_of(*ARCHS)), ("sampler", optional(one_of(*SAMPLERS))))},
+    "mask_variants.*.loss": one_of(*LOSSES),
+    "evaluate.ap": one_of(*AP_RULES),
+    "evaluate.max_rank": integer(1),
+    "evaluate.batch_size": integer(1),
+    "evaluate.flip": boolean,
+    "evaluate.rerank.k1": integer(1),
+    "evaluate.rerank.k2": integer(1),
+    "evaluate.rerank.lambda": number(0, 1),
+}
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    else:
+        yield prefix, node
+
+
+def problems(params: dict) -> list[str]:
+    """One line per value outside its allowed set: ``key = value: must be ...``."""
+    out = []
+    for key, value in _leaves(params):
+        for pattern, check in RULES.items():
+            if fnmatch.fnmatchcase(key, pattern):
+                why = check(value)
+                if why is not None:
+                    out.append(f"{key} = {value!r}: must be {why}")
+                break
+    return out
+
+
+def check_params(params: dict) -> None:
+    """Raise ``ParamsError`` listing every bad value (the caller prints it as one message)."""
+    bad = problems(params)
+    if bad:
+        raise ParamsError("params.yaml has values outside their allowed range:\n  " + "\n  ".join(bad))
