@@ -42,6 +42,16 @@ def _check(t: torch.Tensor, name: str, shape: tuple[int, int]) -> None:
         raise TypeError(f"{name}: expected floating point distances, got {t.dtype}")
 
 
+def _check_rerank_args(k1: int, k2: int, lambda_value: float, n: int) -> None:
+    """k1, k2 and lambda within what k-reciprocal encoding of ``n`` = q + g images allows."""
+    if k1 < 1 or k2 < 1:
+        raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
+    if k1 + 1 > n or k2 > n:
+        raise ValueError(f"k1 + 1 = {k1 + 1} and k2 = {k2} must not exceed q + g = {n}")
+    if not 0.0 <= lambda_value <= 1.0:
+        raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
+
+
 def k_reciprocal(
     q_g,
     q_q,
@@ -71,12 +81,7 @@ def k_reciprocal(
     _check(qq, "q_q", (nq, nq))
     _check(gg, "g_g", (ng, ng))
     N = nq + ng
-    if k1 < 1 or k2 < 1:
-        raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
-    if k1 + 1 > N or k2 > N:
-        raise ValueError(f"k1 + 1 = {k1 + 1} and k2 = {k2} must not exceed q + g = {N}")
-    if not 0.0 <= lambda_value <= 1.0:
-        raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
+    _check_rerank_args(k1, k2, lambda_value, N)
     if qq.dtype != qg.dtype or gg.dtype != qg.dtype:
         raise TypeError(f"dtypes differ: q_g {qg.dtype}, q_q {qq.dtype}, g_g {gg.dtype}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -192,12 +197,7 @@ def k_reciprocal_from_features(
         raise TypeError(f"features must be floating point, got {q.dtype} and {g.dtype}")
     nq, ng = q.shape[0], g.shape[0]
     N = nq + ng
-    if k1 < 1 or k2 < 1:
-        raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
-    if k1 + 1 > N or k2 > N:
-        raise ValueError(f"k1 + 1 = {k1 + 1} and k2 = {k2} must not exceed q + g = {N}")
-    if not 0.0 <= lambda_value <= 1.0:
-        raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
+    _check_rerank_args(k1, k2, lambda_value, N)
     dev = torch.device(device) if device is not None else q.device
     if row_chunk is None:
         row_chunk = max(64, min(4096, (1 << 26) // N))

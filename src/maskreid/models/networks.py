@@ -82,8 +82,14 @@ class _MultiStreamNet(nn.Module):
     def stem(self, inputs: list[torch.Tensor]) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def level_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover
-        raise NotImplementedError
+    def level_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each level's output in order (the fusing layer pools them all); subclasses that keep
+        their levels in ``self.levels`` (a ModuleDict keyed by ``level_names``) inherit this."""
+        outs = []
+        for name in self.level_names:
+            x = self.levels[name](x)
+            outs.append(x)
+        return outs
 
     def _check_inputs(self, x: torch.Tensor, masked: torch.Tensor | None,
                       more: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
@@ -143,12 +149,6 @@ class InceptionReID(_MultiStreamNet):
     def stem(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat([s(t) for s, t in zip(self.stems, inputs)], 1)
 
-    def level_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for name in self.level_names:
-            x = self.levels[name](x)
-            outs.append(x)
-        return outs
 
 
 def resnet50_cache_file() -> str:
@@ -270,12 +270,6 @@ class MobileNetReID(_MultiStreamNet):
     def stem(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         return self.merge(torch.cat([s(t) for s, t in zip(self.stems, inputs)], 1))
 
-    def level_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for name in self.level_names:
-            x = self.levels[name](x)
-            outs.append(x)
-        return outs
 
 
 def build_model(arch: str, num_classes: int | None = None, feat_dim: int = 256,
