@@ -28,3 +28,17 @@ def test_params_composes_a_profile(tmp_path, monkeypatch):
 def test_card_of_a_missing_dataset_says_what_to_run(tmp_path):
     r = runner.invoke(app, ["card", "market1501", "--metrics-dir", str(tmp_path)])
     assert r.exit_code == 1 and "dvc repro ingest@market1501" in r.output
+
+
+def test_params_refuses_a_bad_value_and_keeps_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "p.yaml"
+    out.write_text("seed: 0\n")
+    r = runner.invoke(app, ["params", "--profile", "demo", "-S", "loss.lambda=-1", "--output", str(out)])
+    assert r.exit_code == 1 and "loss.lambda = -1: must be a number >= 0" in r.output
+    assert out.read_text() == "seed: 0\n" and [p.name for p in tmp_path.iterdir()] == ["p.yaml"]
+
+
+def test_query_refuses_a_non_positive_top():
+    r = runner.invoke(app, ["query", "any_cell", "market1501/x.jpg", "--top", "-1"])
+    assert r.exit_code == 2 and "--top" in r.output and "greater than or equal to 1" in r.output

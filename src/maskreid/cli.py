@@ -18,10 +18,25 @@ def params(
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-S", help="Hydra override, e.g. loss.lambda=5")] = None,
     output: Path = Path("params.yaml"),
 ) -> None:
-    """Compose params.yaml from conf/ (what `dvc exp run -S profile=...` does), for `dvc repro`."""
-    from maskreid.config import compose_params
+    """Compose params.yaml from conf/ (what `dvc exp run -S profile=...` does), for `dvc repro`.
+    A value outside its allowed range is refused and ``output`` is left as it was."""
+    import os
+    import tempfile
 
-    compose_params([f"profile={profile}", *(set_ or [])], output=output)
+    from maskreid.config import ParamsError, compose_params, load_params
+    from maskreid.params_check import check_params
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".yaml", dir=output.parent)
+    os.close(fd)
+    try:
+        compose_params([f"profile={profile}", *(set_ or [])], output=tmp)
+        check_params(load_params(tmp))
+    except ParamsError as e:
+        Path(tmp).unlink(missing_ok=True)
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    os.replace(tmp, output)
     typer.echo(f"wrote {output} (profile={profile})")
 
 
@@ -56,7 +71,7 @@ def card(dataset: str, metrics_dir: Path = Path("metrics/datasets")) -> None:
 def query(
     cell: Annotated[str, typer.Argument(help="an evaluate cell whose features are stored (data/features/<cell>.npz)")],
     image_id: Annotated[str, typer.Argument(help="a query image_id from that cell")],
-    top: int = 10,
+    top: Annotated[int, typer.Option(min=1, help="how many gallery images to list")] = 10,
 ) -> None:
     """Rank the gallery of a cell for one query image, from the stored features."""
     from maskreid.evaluate.features import load_features

@@ -83,3 +83,25 @@ def test_a_checkpoint_of_other_masks_or_init_weights_is_not_resumed(tmp_path):
     torch.save(ck, init)
     with pytest.warns(UserWarning, match="other training options"):
         assert train_model(frame, other, *args, init_from=init, data_cfg={"size": SIZE})["resumed_from"] is None
+
+
+class _Payload:
+    """Unpickling this creates a marker file: what a crafted model.pt could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("loader", ["load_model", "load_pretrained"])
+def test_a_crafted_pickle_is_refused_without_running_it(tmp_path, loader):
+    import maskreid.train as train_api
+
+    marker, path = tmp_path / "pwned", tmp_path / "model.pt"
+    torch.save({"arch": "dgd", "feat_dim": 8, "state_dict": {}, "x": _Payload(marker)}, path)
+    args = (path,) if loader == "load_model" else (build_model("dgd", width=0.25), path)
+    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+        getattr(train_api, loader)(*args)
+    assert not marker.exists()
