@@ -40,7 +40,7 @@ def test_default_profile_is_the_offline_demo(tmp_path):
 
 def test_paper_values_and_overrides(tmp_path):
     p = _compose(tmp_path, "profile=paper")
-    assert p["loss"] == {"alpha": 0.15, "lambda": 2.0, "top_k": None, "margin": 0.3,
+    assert p["loss"] == {"alpha": 0.15, "lambda": 2.0, "top_k": 10, "margin": 0.3,
                          "softmax_weight": 0.0, "label_smoothing": 0.0}
     assert (p["sampler"]["P"], p["sampler"]["N"]) == (10, 54)
     assert p["segment"]["backend"] == "torchvision" and p["segment"]["model"] == "fcn_resnet101"

@@ -219,6 +219,10 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
         raise ValueError("the batch sampler yields no batches: too few images/identities for its P/K/N")
     total = int(cfg["max_steps"]) if cfg["max_steps"] else int(cfg["epochs"]) * per_epoch
 
+    if device.type == "cpu":
+        # weights and activations drift into fp32 denormals as training goes on; x86 handles
+        # them in microcode: measured 2.4x slower steps (mnv2_mf, step 1,600) until flushed to 0
+        torch.set_flush_denormal(True)
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"] % 2**32)
     random.seed(cfg["seed"])
