@@ -44,8 +44,6 @@ def extract_features(model: nn.Module, frame: pd.DataFrame, masks: dict[str, byt
                      mask_mode=mask_mode, mask_threshold=mask_threshold, label_column=None,
                      need_masked=two_stream)
     cuda = device.type == "cuda"
-    if not cuda:  # trained weights hold fp32 denormals, which x86 computes with slowly
-        torch.set_flush_denormal(True)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=cuda)
     model = model.to(device).eval()

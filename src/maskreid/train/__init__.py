@@ -24,7 +24,7 @@ from maskreid.train.data import (
     add_labels,
     attach_images,
 )
-from maskreid.train.loop import CHECKPOINT_NAME, DEFAULTS, fit, save_atomic
+from maskreid.train.loop import CHECKPOINT_NAME, DEFAULTS, fit, flush_denormals, save_atomic
 
 MODEL_NAME = "model.pt"
 # which batch a loss needs when sampler_cfg does not say: softmax is plain shuffled batches,
@@ -120,6 +120,7 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
     from maskreid.losses import build_loss
     from maskreid.models import build_model
 
+    flush_denormals()
     loss_cfg = dict(loss_cfg or {})
     sampler_cfg = dict(sampler_cfg or {})
     optim_cfg = dict(optim_cfg or {})
@@ -200,6 +201,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> nn
     The file's ``input_size``/``mask_mode``/``mask_threshold`` are on ``model.train_meta``."""
     from maskreid.models import build_model
 
+    flush_denormals()
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model (run the train stage first)")
