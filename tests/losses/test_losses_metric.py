@@ -173,3 +173,26 @@ def test_half_precision_features_are_computed_in_float32():
     half = RankingLoss()(feat.to(torch.bfloat16), labels)
     assert half.dtype == torch.float32
     assert half.item() == pytest.approx(ref.item(), abs=5e-2)
+
+
+def _unit(deg):
+    return [math.cos(math.radians(deg)), math.sin(math.radians(deg))]
+
+
+@pytest.mark.parametrize("top_k, negs_of", [
+    # per anchor, the hinge values [S(a,n) - min_pos S + alpha]_+ of the negatives it keeps, by hand
+    (1, {"a0": [0.866025 - 0.5 + 0.15], "a1": [0.866025 - 0.5 + 0.15]}),
+    (2, {"a0": [0.866025 - 0.5 + 0.15, 0.0], "a1": [0.866025 - 0.5 + 0.15] * 2}),
+    (None, {"a0": [0.866025 - 0.5 + 0.15, 0.0, 0.0], "a1": [0.866025 - 0.5 + 0.15] * 2 + [0.0]}),
+])
+def test_close_negatives_hand_computed(top_k, negs_of):
+    """Anchors a0 (0 deg) and a1 (60 deg) share an identity (S = 0.5); negatives at 30, 90 and
+    180 deg have S = .866 / 0 / -1 to a0 and .866 / .866 / -.5 to a1. top_k keeps each anchor's
+    most similar negatives: satisfied ones (hinge 0) still add exp(0) = 1, so dropping the far
+    ones is what lifts the violating negative's share of the gradient."""
+    feat = torch.tensor([_unit(0), _unit(60), _unit(30), _unit(90), _unit(180)])
+    labels = torch.tensor([0, 0, 1, 2, 3])
+    pull = 2.0 / 2 * (0.5 - 1) ** 2  # lambda / (2 |B+|) * (S - 1)^2 with one positive
+    per_anchor = [math.log(1 + sum(math.exp(h) for h in hs)) + pull for hs in negs_of.values()]
+    got = RankingLoss(alpha=0.15, lam=2.0, top_k=top_k)(feat, labels)
+    assert got.item() == pytest.approx(sum(per_anchor) / 2, abs=1e-5)

@@ -148,3 +148,26 @@ def test_width_multiplier_slims_the_dgd_trunk_only():
     assert out.feat.shape == (2, 256) and out.logits.shape == (2, 5)
     with pytest.raises(ValueError, match="width"):
         _build("resnet50_mf", width=0.5)
+
+
+@pytest.mark.parametrize("arch", ["maskreid_m", "maskreid_mf", "mnv2_m", "mnv2_mf"])
+def test_each_stream_gets_its_own_input(arch):
+    """The original crop enters the first stream's layers and the masked crop the second's: a
+    forward that swapped them would still change the embedding, so check the inputs themselves."""
+    torch.manual_seed(0)
+    kw = {"width": 0.25} if arch.startswith("maskreid") else {}
+    model = build_model(arch, **kw).eval()
+    seen = {}
+    def recorder(i):
+        def hook(module, inputs, output):  # returns None: the output is left as it is
+            seen[i] = inputs[0]
+        return hook
+
+    for i, stem in enumerate(model.stems):
+        stem.register_forward_hook(recorder(i))
+    h, w = (144, 56) if arch.startswith("maskreid") else (128, 64)
+    x, masked = torch.rand(2, 3, h, w), torch.zeros(2, 3, h, w)
+    with torch.no_grad():
+        model(x, masked)
+    assert len(model.streams) == 2
+    assert torch.equal(seen[0], x) and torch.equal(seen[1], masked)
