@@ -39,12 +39,7 @@ def gpm():
     sys.modules.pop(spec.name, None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _toy_frame(seed: int = 0) -> tuple[pd.DataFrame, dict[str, bytes]]:

@@ -1,11 +1,7 @@
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and reproducibly) on one thread on this shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every training test on one thread (the fixture in tests/conftest.py)."""
     yield
-    torch.set_num_threads(n)
