@@ -20,23 +20,19 @@ def params(
 ) -> None:
     """Compose params.yaml from conf/ (what `dvc exp run -S profile=...` does), for `dvc repro`.
     A value outside its allowed range is refused and ``output`` is left as it was."""
-    import os
-    import tempfile
-
     from maskreid.config import ParamsError, compose_params, load_params
+    from maskreid.io import atomic_write
     from maskreid.params_check import check_params
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".yaml", dir=output.parent)
-    os.close(fd)
-    try:
+    def compose_checked(tmp: Path) -> None:  # atomic_write drops the temp file if this raises
         compose_params([f"profile={profile}", *(set_ or [])], output=tmp)
         check_params(load_params(tmp))
+
+    try:
+        atomic_write(output, compose_checked)
     except ParamsError as e:
-        Path(tmp).unlink(missing_ok=True)
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
-    os.replace(tmp, output)
     typer.echo(f"wrote {output} (profile={profile})")
 
 
