@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from maskreid.config import get
 from maskreid.io import read_json, write_json
 from maskreid.pipeline import IMAGES, METRICS, RECEIPTS, SPLITS, dataset_cfg
+
+
+def folder_digest(root: str | Path) -> str:
+    """sha256 over a folder's files: each relative path and its content's sha256, in path order.
+
+    An extracted dataset folder has no published checksum; this stands in for one, so that a
+    file added, removed, renamed or edited changes the receipt.
+    """
+    from maskreid.datasets.download import file_digest
+
+    root = Path(root)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root).as_posix()
+        h.update(f"{rel}\0{file_digest(f, 'sha256')}\n".encode())
+    return h.hexdigest()
+
 
 def run_download(name: str, params: dict) -> dict:
     """Verify (or fetch) the dataset's archive and write a small receipt that ingest depends on."""
@@ -19,11 +37,13 @@ def run_download(name: str, params: dict) -> dict:
     else:
         spec = get_dataset(name)
         path = ensure_archive(spec, get(params, "paths.archives"), source=cfg.get("source"))
+        folder = Path(path).is_dir()
         receipt = {
             "dataset": name,
-            "kind": "folder" if Path(path).is_dir() else "archive",
+            "kind": "folder" if folder else "archive",
             "path": str(path),
-            "sha256": None if Path(path).is_dir() else file_digest(path, "sha256"),
+            # the content, so that a replaced archive or an edited folder re-runs ingest
+            "sha256": folder_digest(path) if folder else file_digest(path, "sha256"),
         }
     write_json(RECEIPTS / f"{name}.json", receipt)
     return receipt
