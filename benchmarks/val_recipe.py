@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from maskreid.config import get  # noqa: E402
 from maskreid.evaluate.features import extract_features  # noqa: E402
 from maskreid.evaluate.protocols import market_single_query  # noqa: E402
+from maskreid.models import build_model  # noqa: E402
 from maskreid.pipeline import IMAGES, MASKS, SPLITS  # noqa: E402
 from maskreid.pipeline.train import train_args  # noqa: E402
 from maskreid.splits import merged_train, read_manifest  # noqa: E402
@@ -62,7 +63,7 @@ def main() -> None:
     manifest = read_manifest(SPLITS / ds)
     val_pids, val = validation_split(manifest, a.val_ids, seed=a.val_seed)
     frame = attach_images(merged_train({ds: manifest}, exclude_pids={ds: val_pids}), [IMAGES / ds])
-    two_stream = run["arch"] != "mnv2"
+    two_stream = build_model(run["arch"]).num_streams > 1  # the network says, not its name
     args = train_args("train", run, frame, [MASKS / ds] if two_stream else [], run["loss"], None, params)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
