@@ -173,3 +173,12 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_training_starts_fresh(tmp_path)
     assert s["resumed_from"] is None and s["steps"] == 4
     assert (tmp_path / f"{CHECKPOINT_NAME}.corrupt").exists()
     assert torch.load(ckpt, weights_only=True)["step"] == 4
+
+
+def test_max_steps_wins_over_epochs(tmp_path):
+    """What the profiles' equal-iteration budgets rely on (tests/pipeline/test_equal_iterations.py):
+    24 images in batches of 8 are 3 steps an epoch; max_steps, when set, is the step count."""
+    _, by_epochs = _run(tmp_path / "a", {**CFG, "epochs": 2})
+    _, by_steps = _run(tmp_path / "b", {**CFG, "epochs": 2, "max_steps": 7})
+    assert by_epochs["steps"] == 6
+    assert by_steps["steps"] == 7
