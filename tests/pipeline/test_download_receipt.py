@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from maskreid.datasets.download import DatasetUnavailable
 from maskreid.io import read_json
 from maskreid.pipeline import data
 
@@ -83,8 +84,7 @@ def test_download_stage_reruns_every_repro_and_ingest_depends_on_its_receipt():
     assert outs == ["data/receipts/${key}.json"]
 
 
-@pytest.mark.parametrize("name", ["viper"])
-def test_a_missing_source_is_named(tmp_path, monkeypatch, name):
+def test_a_missing_source_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(Exception, match="does not exist"):
-        data.run_download(name, _params(tmp_path / "nowhere.tar"))
+    with pytest.raises(DatasetUnavailable, match="nowhere.tar does not exist"):
+        data.run_download("viper", _params(tmp_path / "nowhere.tar"))

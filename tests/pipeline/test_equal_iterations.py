@@ -12,23 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from maskreid.config import compose_params
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = sorted(p.stem for p in (REPO / "conf" / "profile").glob("*.yaml"))
 
 
-def _compose(tmp_path, profile: str) -> dict:
-    out = tmp_path / f"{profile}.yaml"
-    compose_params([f"profile={profile}"], output=out, conf_dir=REPO / "conf")
-    return yaml.safe_load(out.read_text())
-
-
 @pytest.mark.parametrize("profile", PROFILES)
-def test_runs_that_compare_losses_share_one_step_count(tmp_path, profile):
-    p = _compose(tmp_path, profile)
+def test_runs_that_compare_losses_share_one_step_count(compose, profile):
+    p = compose(f"profile={profile}")
     for kind in ("finetune", "train"):
         runs = (p.get(kind) or {}).get("runs") or {}
         losses = {r["loss"] for r in runs.values()}
@@ -40,8 +32,8 @@ def test_runs_that_compare_losses_share_one_step_count(tmp_path, profile):
             )
 
 
-def test_the_demo_gives_every_loss_the_ranking_runs_epochs(tmp_path):
-    p = _compose(tmp_path, "demo")
+def test_the_demo_gives_every_loss_the_ranking_runs_epochs(compose):
+    p = compose("profile=demo")
     gen = p["datasets"]["synthetic"]["generate"]
     train_ids = gen["num_ids"] // 2  # the market layout's first half of the identities trains
     optim = p["finetune"]["optim"]

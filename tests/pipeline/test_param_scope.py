@@ -14,16 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from maskreid.config import compose_params, get
+from maskreid.config import get
 
 REPO = Path(__file__).resolve().parents[2]
 _MISSING = object()
-
-
-def _compose(tmp_path, *overrides) -> dict:
-    out = tmp_path / f"p{abs(hash(overrides))}.yaml"
-    compose_params(list(overrides), output=out, conf_dir=REPO / "conf")
-    return yaml.safe_load(out.read_text())
 
 
 def _fill(text: str, key: str, item, params: dict) -> str:
@@ -65,9 +59,9 @@ def rerun_by(base: dict, changed: dict) -> set[str]:
 
 
 @pytest.mark.parametrize("profile", ["demo", "paper", "real_cpu"])
-def test_lambda_reruns_only_the_ranking_loss_runs(tmp_path, profile):
-    base = _compose(tmp_path, f"profile={profile}")
-    changed = _compose(tmp_path, f"profile={profile}", "loss.lambda=5")
+def test_lambda_reruns_only_the_ranking_loss_runs(compose, profile):
+    base = compose(f"profile={profile}")
+    changed = compose(f"profile={profile}", "loss.lambda=5")
     rank_runs = {f"{kind}@{k}" for kind in ("pretrain", "finetune", "train")
                  for k, r in (base[kind]["runs"] or {}).items() if r.get("loss", "softmax") == "rank"}
     rank_runs |= {f"finetune_variant@{k}" for k, v in (base["mask_variants"] or {}).items() if v["loss"] == "rank"}
@@ -75,8 +69,8 @@ def test_lambda_reruns_only_the_ranking_loss_runs(tmp_path, profile):
     assert rerun_by(base, changed) == {"check_params"} | rank_runs
 
 
-def test_a_shared_knob_still_reaches_every_run_that_reads_it(tmp_path):
-    base = _compose(tmp_path, "profile=demo")
-    changed = _compose(tmp_path, "profile=demo", "loss.label_smoothing=0.1")
+def test_a_shared_knob_still_reaches_every_run_that_reads_it(compose):
+    base = compose("profile=demo")
+    changed = compose("profile=demo", "loss.label_smoothing=0.1")
     trained = {s for s in _declared(base) if s.split("@")[0] in ("pretrain", "finetune", "finetune_variant", "train")}
     assert rerun_by(base, changed) == {"check_params"} | trained

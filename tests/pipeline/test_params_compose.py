@@ -6,22 +6,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from maskreid.config import compose_params
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _compose(tmp_path, *overrides):
-    out = tmp_path / "p.yaml"
-    compose_params(list(overrides), output=out, conf_dir=REPO / "conf")
-    return yaml.safe_load(out.read_text())
 
 
 PROFILES = sorted(p.stem for p in (REPO / "conf" / "profile").glob("*.yaml"))
 COMMITTED_PROFILE = "real_cpu"  # the experiment whose dvc.lock and metrics are committed
 
 
-def test_committed_params_are_the_committed_profile(tmp_path):
+def test_committed_params_are_the_committed_profile(compose):
     """The params.yaml in git (not the workspace's, which every `dvc exp run` rewrites) is exactly
     the composition of the profile whose dvc.lock is committed: `dvc status` is clean on a clone."""
     try:
@@ -29,17 +22,17 @@ def test_committed_params_are_the_committed_profile(tmp_path):
                               text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
-    assert _compose(tmp_path, f"profile={COMMITTED_PROFILE}") == yaml.safe_load(text)
+    assert compose(f"profile={COMMITTED_PROFILE}") == yaml.safe_load(text)
 
 
-def test_default_profile_is_the_offline_demo(tmp_path):
+def test_default_profile_is_the_offline_demo(compose):
     """`dvc exp run -S loss.lambda=5` on a fresh clone composes the demo: no archive needed."""
-    p = _compose(tmp_path, "loss.lambda=5")
+    p = compose("loss.lambda=5")
     assert set(p["datasets"]) == {"synthetic", "synthetic_small"} and p["loss"]["lambda"] == 5
 
 
-def test_paper_values_and_overrides(tmp_path):
-    p = _compose(tmp_path, "profile=paper")
+def test_paper_values_and_overrides(compose):
+    p = compose("profile=paper")
     assert p["loss"] == {"alpha": 0.15, "lambda": 2.0, "top_k": 10, "margin": 0.3,
                          "softmax_weight": 0.0, "label_smoothing": 0.0}
     assert (p["sampler"]["P"], p["sampler"]["N"]) == (10, 54)
@@ -47,15 +40,15 @@ def test_paper_values_and_overrides(tmp_path):
     assert set(p["pretrain"]["runs"]) == {"dgd", "maskreid_m", "maskreid_mf"}
     assert set(p["pretrain"]["runs"]["maskreid_mf"]["sets"]) == {
         "viper", "prid2011", "threedpes", "ilids", "cuhk01", "cuhk03_labeled", "shinpuhkan"}
-    q = _compose(tmp_path, "profile=demo", "loss.lambda=5", "loss.alpha=0.1")
+    q = compose("profile=demo", "loss.lambda=5", "loss.alpha=0.1")
     assert q["loss"]["lambda"] == 5 and q["loss"]["alpha"] == 0.1
     assert set(q["datasets"]) == {"synthetic", "synthetic_small"}  # the profile replaces, not merges
 
 
-def test_every_cell_names_a_configured_model(tmp_path):
+def test_every_cell_names_a_configured_model(compose):
     assert {"paper", "real_gpu", "real_cpu", "real_cpu_subset", "demo"} <= set(PROFILES)
     for profile in PROFILES:
-        p = _compose(tmp_path, f"profile={profile}")
+        p = compose(f"profile={profile}")
         for name, cell in p["cells"].items():
             kind, key = cell["model"].split("/")
             assert key in p[kind]["runs"], (profile, name)
