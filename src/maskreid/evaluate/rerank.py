@@ -310,34 +310,42 @@ def _encode(rank, k1, k2, N, orig, row_chunk, dev, blocks=None):
     return v_idx, v_val
 
 
-def _jaccard_into(out, v_idx, v_val, nq, lambda_value, pair_budget, q_chunk):
+def _jaccard_into(out, v_idx, v_val, nq, lambda_value, pair_budget, q_chunk, s_budget=1 << 22):
     """out (q x g, holding the normalised original distance) <- (1-λ)·Jaccard + λ·out.
 
     S[i, j] = sum_k min(V[i,k], V[q+j,k]) over an inverted index (column -> gallery rows), in
-    chunks of ``q_chunk`` queries and batches of at most ``pair_budget`` (query, gallery) pairs.
+    chunks of at most ``q_chunk`` queries and ``s_budget`` S entries, and batches of at most
+    ``pair_budget`` (query, gallery) pairs. Why the small chunks, reused buffers and in-place
+    arithmetic: a fresh q x g temporary is page-faulted in on every touch, which cost 7x the
+    scatter itself at Market size (2.2 s against 0.3 s). Indices are int32 (half the traffic).
     """
     dev = out.device
     N = v_idx.shape[0]
     ng = N - nq
+    i32 = torch.int32
     gi, gv = v_idx[nq:], v_val[nq:]
     gmask = gi < N
-    g_rows = torch.arange(ng, device=dev)[:, None].expand_as(gi)[gmask]
+    g_rows = torch.arange(ng, device=dev, dtype=i32)[:, None].expand_as(gi)[gmask]
     g_cols, g_vals = gi[gmask], gv[gmask]
     order = torch.argsort(g_cols, stable=True)
     csc_row, csc_val = g_rows[order], g_vals[order]
-    col_cnt = torch.bincount(g_cols, minlength=N)
-    col_start = torch.cumsum(col_cnt, 0) - col_cnt
+    col_cnt = torch.bincount(g_cols, minlength=N).to(i32)
+    col_start = torch.cumsum(col_cnt, 0, dtype=i32) - col_cnt
     del gi, gv, gmask, g_rows, g_cols, g_vals, order
 
-    for qa, qb in _blocks(nq, q_chunk):
+    qc = max(1, min(q_chunk, s_budget // max(1, ng)))
+    s_buf = torch.empty(min(qc, nq) * ng, dtype=torch.float32, device=dev)
+    d_buf = torch.empty_like(s_buf)
+    for qa, qb in _blocks(nq, qc):
+        n = qb - qa
         qi, qv = v_idx[qa:qb], v_val[qa:qb]
         qmask = qi < N
-        e_row = torch.arange(qb - qa, device=dev)[:, None].expand_as(qi)[qmask] * ng
+        e_row = (torch.arange(n, device=dev, dtype=i32) * ng)[:, None].expand_as(qi)[qmask]
         e_col, e_val = qi[qmask], qv[qmask]
         e_cnt = col_cnt[e_col]
         del qi, qv, qmask
-        S = torch.zeros((qb - qa) * ng, dtype=torch.float32, device=dev)
-        cum = torch.cumsum(e_cnt, 0)
+        S = s_buf[: n * ng].zero_()
+        cum = torch.cumsum(e_cnt, 0, dtype=torch.int64)
         start = 0
         while start < e_row.numel():
             base = int(cum[start - 1]) if start else 0
@@ -346,12 +354,12 @@ def _jaccard_into(out, v_idx, v_val, nq, lambda_value, pair_budget, q_chunk):
             P = int(cum[stop - 1]) - base
             if P:
                 # pair p of entry e reads csc position col_start[col_e] + (p - first pair of e)
-                delta = col_start[e_col[start:stop]] - (torch.cumsum(cnt, 0) - cnt)
+                delta = col_start[e_col[start:stop]] - (torch.cumsum(cnt, 0, dtype=i32) - cnt)
                 rep = torch.repeat_interleave(
-                    torch.arange(stop - start, device=dev), cnt, output_size=P
+                    torch.arange(stop - start, device=dev, dtype=i32), cnt, output_size=P
                 )
                 pos = delta.index_select(0, rep)
-                pos += torch.arange(P, device=dev)
+                pos += torch.arange(P, device=dev, dtype=i32)
                 target = e_row[start:stop].index_select(0, rep)
                 target += csc_row.index_select(0, pos)
                 contrib = torch.minimum(
@@ -361,12 +369,17 @@ def _jaccard_into(out, v_idx, v_val, nq, lambda_value, pair_budget, q_chunk):
                 S.index_add_(0, target, contrib)
                 del pos, target, contrib
             start = stop
-        S = S.view(qb - qa, ng)
-        S = 1 - S / (2.0 - S)  # Jaccard distance
+        S = S.view(n, ng)
+        D = d_buf[: n * ng].view(n, ng)
+        torch.neg(S, out=D)
+        D += 2.0
+        S /= D  # S / (2 - S)
+        S.neg_()
+        S += 1.0  # Jaccard distance
         S *= 1 - lambda_value
-        S += out[qa:qb] * lambda_value
-        out[qa:qb] = S
-        del S
+        o = out[qa:qb]
+        o *= lambda_value
+        o += S
 
 
 def _smallest_k_rows(X: torch.Tensor, K: int) -> torch.Tensor:
