@@ -51,6 +51,30 @@ def test_chunking_does_not_change_result():
         np.testing.assert_allclose(got.numpy(), base, rtol=0, atol=1e-6, err_msg=f"{rc} {pb} {ob}")
 
 
+def test_size_where_the_grouped_topk_engages_equals_dense_entry():
+    # q + g = 3,300 > 2 * 22 groups of 64 columns: pass 1 takes the grouped top-k path, and
+    # default chunks span several blocks; continuous features, so no exact ties
+    qf, gf, _, _ = _feats(300, 3000, seed=11, dim=32, ids=150, noise=0.5)
+    got = k_reciprocal_from_features(qf, gf).numpy()
+    np.testing.assert_allclose(got, k_reciprocal(*_dense(qf, gf)).numpy(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [64 * 45, 64 * 45 + 37, 5000])
+def test_grouped_topk_values_equal_torch_topk(n):
+    from maskreid.evaluate.rerank import _topk_smallest_grouped
+
+    g = torch.Generator().manual_seed(n)
+    for X in (torch.rand(50, n, generator=g),  # continuous
+              torch.randint(0, 40, (50, n), generator=g).float()):  # many exact ties
+        X[3, :] = X[3, 0]  # a constant row
+        X[4, -5:] = -1.0  # the smallest entries in the partial last group
+        vals, idx = _topk_smallest_grouped(X, 22)
+        want = torch.topk(X, 22, dim=1, largest=False, sorted=True).values
+        assert torch.equal(vals, want)
+        assert torch.equal(X.gather(1, idx), vals)  # the indices point at those values
+        assert bool((idx.sort(1).values.diff(1) > 0).all())  # no column twice
+
+
 def test_torch_input_unnormalised_and_float64():
     # raw features are normalised (as euclidean_distance does); the device follows the input
     qf, gf, _, _ = _feats(20, 70, seed=3)
