@@ -59,3 +59,20 @@ def test_mobilenet_cells_sit_beside_torchreid_and_the_mq_rerank_cell(tmp_path):
     assert "| t2_m | train/m | single query | 80.00 / 60.00 | 90.02 / 75.30 | -10.02 / -15.30 | 85.60 / 67.30 |" in md
     assert ("| t2_m | train/m | multi-query (mean) + re-ranking | 88.00 / 84.00 | 94.18 / 91.94 | -6.18 / -7.94 | — |"
             in md)
+
+
+def test_paper_figures_only_beside_the_published_method(tmp_path):
+    setups = {"t2_mf_rank": {"arch": "mnv2_mf", "loss": "rank"},
+              "t2_nomask": {"arch": "mnv2", "loss": "rank"},
+              "t2_mask_only": {"arch": "maskreid_m", "loss": "rank"},
+              "t2_mf_triplet": {"arch": "mnv2_mf", "loss": "triplet"}}
+    for name, setup in setups.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"protocol": "market", "sq": _cell(70.0, 50.0), "setup": setup}))
+    params = {n: {"model": f"train/{n}", "dataset": "market1501"} for n in setups}
+    md, js = build_report(params, load_cells(tmp_path))
+    rows = {line.split(" | ")[0][2:]: line for line in md.splitlines() if line.startswith("| t2_")}
+    assert "| 70.00 / 50.00 | 90.02 / 75.30 | -20.02 / -25.30 |" in rows["t2_mf_rank"]
+    for name in ("t2_nomask", "t2_mask_only", "t2_mf_triplet"):
+        assert "90.02" not in rows[name] and "| 70.00 / 50.00 | — |  |" in rows[name]
+    assert [r["paper"] is None for r in js["tables"]["t2"]] == [False, True, True, True]

@@ -74,6 +74,7 @@ def _evaluate(key: str, cell: dict, params: dict, mask_dir: Path) -> dict:
         "protocol": meta["protocol"],
         "setup": {
             "arch": model.arch,
+            "loss": _loss_of(cell["model"], params),
             "pretrain_sets": _pretrain_sets(cell["model"], params),
             "mask_backend": seg.get("backend"),
             "ap_rule": ecfg["ap"],
@@ -114,6 +115,15 @@ def _ranklist(key: str, protocol: str, test, frame, feats, index) -> None:
     pos = lambda rows: [index[i] for i in rows.image_id]  # noqa: E731
     ranklist_figure(frame.iloc[pos(q)], frame.iloc[pos(g)], feats[pos(q)], feats[pos(g)],
                     REPORTS / "ranklists" / f"{key}.png")
+
+
+def _loss_of(model: str, params: dict) -> str | None:
+    """The loss the cell's model was trained with (pre-training is softmax), for the report."""
+    kind, key = model.split("/", 1)
+    if kind == "pretrain":
+        return "softmax"
+    runs = {"train": "train.runs", "finetune": "finetune.runs", "finetune_variant": "mask_variants"}
+    return get(params, f"{runs[kind]}.{key}.loss", None) if kind in runs else None
 
 
 def _pretrain_sets(model: str, params: dict) -> list[str]:

@@ -62,13 +62,27 @@ def _pair(m: dict[str, Any] | None) -> str:
     return f"{_fmt(m.get('rank1'))} / {_fmt(m.get('mAP'))}"
 
 
-def _paper_pair(dataset: str, key: str) -> str:
-    p = PAPER.get(f"{dataset}/{key}")
+def is_paper_method(setup: dict[str, Any] | None) -> bool:
+    """Whether a cell is the published method (mask + fusion arch, ranking loss), or not known.
+
+    Why: the published figures are MaskReID's own; beside an ablation row (no mask, no fusion,
+    triplet or softmax) they would read as that row's target, which the paper never reported.
+    A cell that has not run, or whose record predates these keys, keeps the comparison.
+    """
+    setup = setup or {}
+    arch, loss = setup.get("arch"), setup.get("loss")
+    return (arch is None or str(arch).endswith("_mf")) and loss in (None, "rank")
+
+
+def _paper(dataset: str, key: str, setup: dict[str, Any] | None) -> dict[str, float] | None:
+    return PAPER.get(f"{dataset}/{key}") if is_paper_method(setup) else None
+
+
+def _paper_pair(p: dict[str, float] | None) -> str:
     return f"{p['rank1']:.2f} / {p['mAP']:.2f}" if p else "—"
 
 
-def _delta(m: dict[str, Any] | None, dataset: str, key: str) -> str:
-    p = PAPER.get(f"{dataset}/{key}")
+def _delta(m: dict[str, Any] | None, p: dict[str, float] | None) -> str:
     if not p or not m:
         return ""
     return f"{m['rank1'] - p['rank1']:+.2f} / {m['mAP'] - p['mAP']:+.2f}"
@@ -97,7 +111,9 @@ def build_report(cell_params: dict[str, dict[str, Any]], cells: dict[str, dict[s
     lines = ["# MaskReID: reproduced tables", ""]
     lines.append(
         "Each row is one `evaluate@<cell>` stage (reports/cells/<cell>.json). 'paper' is the "
-        "published figure where we have it; 'not run' means the stage has produced no metrics yet."
+        "published figure where we have it, shown only beside cells of the published method (masks + "
+        "fusion, ranking loss): an ablation row gets '—'. 'not run' means the stage has produced no "
+        "metrics yet."
     )
     out: dict[str, Any] = {"tables": {}}
     for prefix, title in TABLES.items():
@@ -131,11 +147,12 @@ def build_report(cell_params: dict[str, dict[str, Any]], cells: dict[str, dict[s
                     anchor = TORCHREID_MOBILENETV2.get(f"{ds}/{k}")
                     mnv2 = str((res.get("setup") or {}).get("arch", "")).startswith("mnv2")
                     anchor_s = f"{anchor['rank1']:.2f} / {anchor['mAP']:.2f}" if anchor and mnv2 else "—"
+                    paper = _paper(ds, k, res.get("setup"))
                     lines.append(
-                        f"| {n} | {cfg['model']} | {label} | {_pair(m)} | {_paper_pair(ds, k)} | {_delta(m, ds, k)} "
+                        f"| {n} | {cfg['model']} | {label} | {_pair(m)} | {_paper_pair(paper)} | {_delta(m, paper)} "
                         f"| {anchor_s} |"
                     )
-                    table_rows.append({"cell": n, **cfg, "eval": k, "result": m, "paper": PAPER.get(f"{ds}/{k}")})
+                    table_rows.append({"cell": n, **cfg, "eval": k, "result": m, "paper": paper})
         if any((cells.get(n) or {}).get("setup", {}).get("subset") for n in names):
             lines += ["", "† evaluated on a seeded subset of the test identities (see `setup.subset`): a smaller "
                       "gallery than the paper's, so the difference to the paper is indicative only."]
