@@ -40,14 +40,29 @@ def test_table4_from_experiment_json():
             },
         }
 
+    def rec_headline(name, alpha, lam, r1):  # metrics/headline.json: one file, single query
+        return {
+            "rev": name,
+            "name": name,
+            "data": {
+                "params": {"params.yaml": {"data": {"loss": {"alpha": alpha, "lambda": lam}}}},
+                "metrics": {"metrics/headline.json": {"data": {
+                    "t2_rank": {"rank1": r1, "mAP": r1 - 10}, "t1_dgd_synthetic": {"rank1": 1.0, "mAP": 1.0},
+                    "t2_triplet": {"rank1": 99.0, "mAP": 99.0}}}},
+            },
+        }
+
     exp = [{"rev": "workspace", "data": {"params": {}, "metrics": {}}},
            {"rev": "main", "data": {"params": {}}, "experiments": [{"revs": [rec("e1", 0.1, 0, 50.0)]},
-                                                                   {"revs": [rec("e2", 0.15, 2, 60.0)]}]}]
+                                                                   {"revs": [rec("e2", 0.15, 2, 60.0)]},
+                                                                   {"revs": [rec_headline("e3", 0.1, 5, 70.0)]}]}]
     rows = sweep_rows(exp)
-    assert {(r["alpha"], r["lambda"], r["rank1"]) for r in rows} == {(0.1, 0, 50.0), (0.15, 2, 60.0)}
+    assert {(r["cell"], r["alpha"], r["lambda"], r["rank1"]) for r in rows} == {
+        ("t2_synthetic_rank", 0.1, 0, 50.0), ("t2_synthetic_rank", 0.15, 2, 60.0), ("t2_rank", 0.1, 5, 70.0)}
     md = table4_from_experiments(exp)
     assert "| t2_synthetic_rank | 0.15 | 2 | 60.00 | 50.00 | e2 |" in md
-    assert "t1_dgd" not in md
+    assert "| t2_rank | 0.1 | 5 | 70.00 | 60.00 | e3 |" in md
+    assert "t1_dgd" not in md and "t2_triplet" not in md
 
 
 def test_mobilenet_cells_sit_beside_torchreid_and_the_mq_rerank_cell(tmp_path):

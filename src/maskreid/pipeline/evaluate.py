@@ -96,10 +96,12 @@ HEADLINE_ORDER = ("sq", "sq_rerank", "mq_mean", "mq_mean_rerank", "mq_max")
 
 
 def headline(results: dict) -> dict:
-    """The cell's tracked metric: rank-1 and mAP per evaluation, single query first.
+    """metrics/cells/<cell>.json: rank-1 and mAP per evaluation, single query first.
 
-    Why: ``dvc exp show`` and ``dvc metrics diff`` print every number of a metrics file; the full
-    record (rank-5/10, query counts, set-up) is the plain out ``reports/cells/<cell>.json``."""
+    Why a separate file: the full record (rank-5/10, query counts, set-up) is
+    ``reports/cells/<cell>.json``; this one is what ``dvc metrics diff --targets metrics/cells``
+    compares. The tracked metric (what ``dvc exp show`` lists) is the report stage's
+    ``metrics/headline.json``: single query only, so that the table fits a terminal."""
     order = [k for k in HEADLINE_ORDER if k in results] + sorted(set(results) - set(HEADLINE_ORDER))
     return {k: {"rank1": results[k]["rank1"], "mAP": results[k]["mAP"]} for k in order}
 

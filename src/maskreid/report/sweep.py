@@ -25,18 +25,26 @@ def _records(node: Any) -> Iterator[dict]:
                 yield from _records(node[key])
 
 
+def _cell_metrics(metrics: dict, eval_key: str) -> Iterator[tuple[str, dict]]:
+    """(cell, {rank1, mAP}) from an experiment's metrics: ``metrics/headline.json`` (one file,
+    single query per cell) or, in experiments older than it, one ``metrics/cells/<cell>.json``
+    per cell with every evaluation."""
+    for path, m in (metrics or {}).items():
+        data = (m or {}).get("data") or {}
+        if path.endswith("headline.json") and eval_key == "sq":
+            yield from data.items()
+        elif "/cells/" in path and path.endswith(".json") and data.get(eval_key):
+            yield path.rsplit("/", 1)[1][:-5], data[eval_key]
+
+
 def sweep_rows(exp_json: Any, cell: str | None = None, eval_key: str = "sq") -> list[dict]:
     rows = []
     for rec in _records(exp_json):
         params = rec.get("params", {}).get("params.yaml", {}).get("data", {})
         loss = params.get("loss") or {}
-        for path, m in (rec.get("metrics") or {}).items():
-            if "/cells/" not in path or not path.endswith(".json"):
-                continue
-            name = path.rsplit("/", 1)[1][:-5]
+        for name, res in _cell_metrics(rec.get("metrics"), eval_key):
             if cell is not None and name != cell:
                 continue
-            res = (m or {}).get("data", {}).get(eval_key)
             if not res or not name.startswith(("t2_", "t3_")) or "_rank" not in name:
                 continue
             rows.append({"exp": rec["name"], "cell": name, "alpha": loss.get("alpha"), "lambda": loss.get("lambda"),
