@@ -332,7 +332,10 @@ def _table(res: dict) -> str:
         key = (r["layout"], r["dim"])
         q, g = r["shape"]
         rr = ref.get(key)
-        refs = f"{rr['wall_s']} / {rr['peak_rss_gb']}" if rr else "does not fit (see text)"
+        # the port needs ~4 dense N^2 float32 arrays: 24 GB at 2x Market
+        fits = (q + g) ** 2 * 16 < 20e9
+        refs = (f"{rr['wall_s']} / {rr['peak_rss_gb']}" if rr
+                else "not run" if fits else "does not fit (see text)")
         e = ev.get(key, {})
         lines.append(
             f"| {r['layout']} | {q:,} × {g:,} | {q + g:,} | {r['dim']} | {r['wall_s']} |"
@@ -348,6 +351,7 @@ def _plot(res: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    m = res.get("machine", {})
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
     for dim in sorted({r["dim"] for r in res["feat"]}):
         rows = sorted((sum(r["shape"]), r) for r in res["feat"] if r["dim"] == dim)
@@ -371,7 +375,8 @@ def _plot(res: dict, path: str) -> None:
         xs = np.array([n0, max(sum(r["shape"]) for r in res["feat"])])
         ax.plot(xs, t0 * (xs / n0) ** 2, ":", color="grey", label="∝ N² from the smallest")
     ax.set(xscale="log", yscale="log", xlabel="N = queries + gallery", ylabel="wall s",
-           title="time (1 torch thread, nice 19, machine loaded)")
+           title=f"time ({m.get('torch_threads', '?')} torch thread(s), nice {m.get('niceness', '?')}, "
+                 f"{m.get('logical_cpus', '?')} CPUs)")
     bx.set(xscale="log", xlabel="N = queries + gallery", ylabel="peak RSS GB",
            title="peak RSS of the measuring process")
     for a in (ax, bx):
@@ -460,7 +465,8 @@ def main() -> None:
                     res[k] = res.get(k, []) + v if isinstance(v, list) else v
         else:
             res = _growth(args)
-        res["machine"] = _machine(args)
+        if not (args.from_json and "machine" in res):  # re-plotting keeps the measuring machine
+            res["machine"] = _machine(args)
         _save(res, args)
         if args.plot:
             _plot(res, args.plot)
