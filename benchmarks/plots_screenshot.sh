@@ -2,7 +2,7 @@
 # Render `dvc plots show` in a real headless browser and save a screenshot (docs/plots_*.png).
 # DVC's page loads vega, vega-lite and vega-embed from cdn.jsdelivr.net; offline, the same
 # libraries come from npm (`npm pack`) and the page is pointed at them. Needs Debian's chromium.
-#   benchmarks/plots_screenshot.sh docs/plots_real_cpu.png [extra `dvc plots` args, e.g. diff HEAD~1]
+#   benchmarks/plots_screenshot.sh docs/plots_real_cpu.png [show | diff REV...]  (SHOT_HEIGHT=px)
 set -euo pipefail
 out=${1:?usage: $0 OUT.png [dvc plots subcommand and args]}; shift
 cmd=("${@:-show}")
@@ -15,6 +15,6 @@ sed -e "s#https://cdn.jsdelivr.net/npm/vega@[0-9.]*#file://$work/vega/build/vega
     -e "s#https://cdn.jsdelivr.net/npm/vega-lite@[0-9.]*#file://$work/vega-lite/build/vega-lite.min.js#" \
     -e "s#https://cdn.jsdelivr.net/npm/vega-embed@[0-9.]*#file://$work/vega-embed/build/vega-embed.min.js#" \
     "$work/html/index.html" > "$work/html/offline.html"
-chromium --headless --no-sandbox --disable-gpu --allow-file-access-from-files --window-size=1500,1600 \
+chromium --headless --no-sandbox --disable-gpu --allow-file-access-from-files --window-size=1500,${SHOT_HEIGHT:-1600} \
     --virtual-time-budget=8000 --screenshot="$(realpath -m "$out")" "file://$work/html/offline.html" 2>/dev/null
 echo "$out"

@@ -114,6 +114,8 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     assert "| true masks | t2_rank | ground_truth |" in md
     tracked = json.loads(Path("metrics/headline.json").read_text())
     assert tracked["t2_rank"] == head["sq"] and set(tracked) == set(p["cells"]) | {"masks_grabcut"}
-    assert (Path("reports/curves") / "pretrain_maskreid_mf_train_loss.json").exists()
+    plots = {f.relative_to("reports/curves").as_posix() for f in Path("reports/curves").rglob("*.json")}
+    assert {"cmc/t2_rank.json", "training/pretrain_maskreid_mf_train_loss.json",
+            "training/finetune_variant_grabcut_train_loss.json"} <= plots
     assert not any(f.name.startswith(".") and f.suffix == ".tmp" for f in Path("metrics").rglob("*"))
     assert os.path.exists("dvclive/pretrain/maskreid_mf")

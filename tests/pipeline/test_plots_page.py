@@ -18,7 +18,7 @@ def test_plots_page_has_a_titled_plot_per_cell_and_run_and_no_errors():
     assert "nonetype" not in res.stderr.lower() and "failed to load" not in res.stderr.lower(), res.stderr
     page = json.loads(res.stdout)
     assert not page.get("errors"), page.get("errors")
-    files = sorted(str(p.relative_to(REPO)) for d in ("reports/cmc", "reports/curves")
+    files = sorted(str(p.relative_to(REPO)) for d in ("reports/curves/cmc", "reports/curves/training")
                    for p in (REPO / d).glob("*.json"))
     assert files and sorted(page["data"]) == files
     for name, plots in page["data"].items():

@@ -2,7 +2,7 @@
 
 import json
 
-from maskreid.pipeline.report import collect_curves
+from maskreid.pipeline.report import collect_plots
 
 
 def _tsv(path, name, rows):
@@ -10,7 +10,7 @@ def _tsv(path, name, rows):
     path.write_text(f"step\t{name}\n" + "".join(f"{s}\t{v}\n" for s, v in rows))
 
 
-def test_loss_and_validation_curves_per_run(tmp_path):
+def test_plots_of_the_configured_cells_and_runs_only(tmp_path):
     live = tmp_path / "dvclive"
     seg = live / "segmenter" / "market_parsing" / "plots" / "metrics"
     _tsv(seg / "train" / "loss.tsv", "loss", [(10, 0.9), (20, 0.5)])
@@ -19,21 +19,28 @@ def test_loss_and_validation_curves_per_run(tmp_path):
     run = live / "train" / "m_rank"
     _tsv(run / "plots" / "metrics" / "train" / "loss.tsv", "loss", [(25, 3.0)])
     (run / "metrics.json").write_text(json.dumps({"step": 25}))  # dvclive's summary: not a curve
-    (live / "finetune").mkdir()  # a kind without runs
+    _tsv(live / "train" / "other_profile" / "plots" / "metrics" / "train" / "loss.tsv", "loss", [(1, 1.0)])
+    cmc = tmp_path / "reports" / "cmc"
+    cmc.mkdir(parents=True)
+    for cell in ("t2_a", "t2_other_profile"):
+        (cmc / f"{cell}.json").write_text(json.dumps([{"rank": 1, "cmc": 50.0}]))
     out = tmp_path / "reports" / "curves"
-    out.mkdir(parents=True)
-    (out / "train_gone_train_loss.json").write_text("[]")  # a run no longer in the profile
+    (out / "training").mkdir(parents=True)
+    (out / "training" / "train_gone_train_loss.json").write_text("[]")  # a run no longer configured
 
-    files = collect_curves(live, out)
+    runs = {"segmenter": ["market_parsing"], "train": ["m_rank", "not_run_yet"], "pretrain": []}
+    files = collect_plots(["t2_a", "t2_not_run"], runs, cmc, live, out)
 
-    assert [f.name for f in files] == [
-        "segmenter_market_parsing_train_loss.json",
-        "segmenter_market_parsing_val_iou_mean.json",
-        "train_m_rank_train_loss.json",
+    assert [f.as_posix() for f in files] == [
+        "cmc/t2_a.json",
+        "training/segmenter_market_parsing_train_loss.json",
+        "training/segmenter_market_parsing_val_iou_mean.json",
+        "training/train_m_rank_train_loss.json",
     ]
-    assert json.loads((out / "segmenter_market_parsing_train_loss.json").read_text()) == [
+    assert json.loads((out / "training" / "segmenter_market_parsing_train_loss.json").read_text()) == [
         {"step": 10, "loss": 0.9}, {"step": 20, "loss": 0.5}]
-    assert json.loads(files[1].read_text()) == [{"step": 20, "iou_mean": 0.8}]
+    assert json.loads((out / "training" / "segmenter_market_parsing_val_iou_mean.json").read_text()) == [
+        {"step": 20, "iou_mean": 0.8}]
     assert not (tmp_path / "reports" / "curves.tmp").exists()
 
 

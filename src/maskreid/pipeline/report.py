@@ -1,5 +1,5 @@
-"""Stage report: every cell's metrics -> reports/tables.md and tables.json; training curves ->
-reports/curves (the plots page)."""
+"""Stage report: every cell's metrics -> reports/tables.md, tables.json and the tracked
+metrics/headline.json; CMC and training curves of this profile -> reports/curves (the plots page)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def run_report(_key: str, params: dict) -> dict:
     write_text(REPORTS / "tables.md", md)
     write_json(REPORTS / "tables.json", js)
     write_json(METRICS / "headline.json", headline_metrics(cell_params, cells))
-    collect_curves(Path("dvclive"), REPORTS / "curves")
+    runs = {kind: list(get(params, key, {}) or {}) for kind, key in RUN_KINDS.items()}
+    collect_plots(list(cell_params), runs, REPORTS / "cmc", Path("dvclive"), REPORTS / "curves")
     return js
 
 
@@ -44,30 +45,41 @@ def headline_metrics(cell_params: dict, cells: dict) -> dict:
 
 CURVES = ("train/loss", "val/")  # what the plots page shows: the loss, and validation where logged
 
+# dvclive/<kind>/<run> -> the params section that configures the runs of that kind
+RUN_KINDS = {"segmenter": "segmenter.runs", "pretrain": "pretrain.runs", "finetune": "finetune.runs",
+             "train": "train.runs", "finetune_variant": "mask_variants"}
 
-def collect_curves(live_root: Path, out_dir: Path) -> list[Path]:
-    """One small JSON per run and curve: ``<kind>_<run>_<metric>.json`` = [{step, <metric>}, ...].
 
-    Why not plot dvclive's folders directly: each also holds dvclive's ``metrics.json``, which
-    ``dvc plots`` tries to read as a plot (its "argument of type 'nonetype'" warnings), and a
-    profile without a pre-training or segmenter stage has no such folder at all (a "failed to
-    load" error). These files exist for exactly the runs of the profile, one plot each.
+def collect_plots(cells: list[str], runs: dict[str, list[str]], cmc_dir: Path, live_root: Path,
+                  out_dir: Path) -> list[Path]:
+    """The plots page of this profile: ``cmc/<cell>.json`` for every configured cell that ran,
+    ``training/<kind>_<run>_<metric>.json`` = [{step, <metric>}, ...] for every configured run.
+
+    Why not plot reports/cmc and dvclive's folders directly: those also hold what other profiles
+    left in the workspace (the committed real_cpu cells and curves are in git), each dvclive
+    folder also holds dvclive's ``metrics.json``, which ``dvc plots`` tries to read as a plot (its
+    "argument of type 'nonetype'" warnings), and a profile without some kind of run has no folder
+    for it (a "failed to load" error). Written to a sibling folder, then renamed into place.
     """
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for run in sorted(p for p in live_root.glob("*/*") if (p / "plots" / "metrics").is_dir()):
-        kind = run.parent.name
-        for tsv in sorted((run / "plots" / "metrics").rglob("*.tsv")):
-            name = tsv.relative_to(run / "plots" / "metrics").with_suffix("").as_posix()
-            if not any(name == c or (c.endswith("/") and name.startswith(c)) for c in CURVES):
-                continue
-            metric = name.rsplit("/", 1)[-1]
-            with tsv.open(newline="") as f:
-                rows = [{"step": int(r["step"]), metric: float(r[metric])}
-                        for r in csv.DictReader(f, delimiter="\t")]
-            write_json(tmp / f"{kind}_{run.name}_{name.replace('/', '_')}.json", rows)
+    (tmp / "cmc").mkdir(parents=True)
+    (tmp / "training").mkdir()
+    for cell in cells:
+        if (cmc_dir / f"{cell}.json").exists():
+            shutil.copyfile(cmc_dir / f"{cell}.json", tmp / "cmc" / f"{cell}.json")
+    for kind, names in runs.items():
+        for name in names:
+            metrics = live_root / kind / name / "plots" / "metrics"
+            for tsv in sorted(metrics.rglob("*.tsv")):
+                curve = tsv.relative_to(metrics).with_suffix("").as_posix()
+                if not any(curve == c or (c.endswith("/") and curve.startswith(c)) for c in CURVES):
+                    continue
+                metric = curve.rsplit("/", 1)[-1]
+                with tsv.open(newline="") as f:
+                    rows = [{"step": int(r["step"]), metric: float(r[metric])}
+                            for r in csv.DictReader(f, delimiter="\t")]
+                write_json(tmp / "training" / f"{kind}_{name}_{curve.replace('/', '_')}.json", rows)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
-    return sorted(out_dir.iterdir())
-
+    return sorted(p.relative_to(out_dir) for p in out_dir.rglob("*.json"))
