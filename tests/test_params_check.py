@@ -45,10 +45,12 @@ def test_a_bad_value_is_named_with_what_is_allowed(tmp_path, override, key):
 
 
 def test_run_fields_and_bools_are_checked():
-    params = {"train": {"runs": {"a": {"loss": "rnak", "arch": "mnv3", "sampler": "pk"}}},
+    params = {"train": {"runs": {"a": {"loss": "rnak", "arch": "mnv3", "sampler": "pk",
+                                       "optim": {"max_steps": 0, "lr": 0.1}, "model": {"last_stride": 3}}}},
               "model": {"last_stride": True}, "evaluate": {"flip": "yes"}}
     keys = sorted(line.split(" = ")[0] for line in problems(params))
-    assert keys == ["evaluate.flip", "model.last_stride", "train.runs.a.arch", "train.runs.a.loss"]
+    assert keys == ["evaluate.flip", "model.last_stride", "train.runs.a.arch", "train.runs.a.loss",
+                    "train.runs.a.model.last_stride", "train.runs.a.optim.max_steps"]
 
 
 def test_allowed_sets_match_the_library():

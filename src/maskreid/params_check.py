@@ -135,6 +135,8 @@ RULES: dict[str, Check] = {
     "train.data.arrays": boolean,
     **{f"{kind}.runs.*.{k}": c for kind in ("pretrain", "finetune", "train")
        for k, c in (("loss", one_of(*LOSSES)), ("arch", one_of(*ARCHS)), ("sampler", optional(one_of(*SAMPLERS))))},
+    **{f"{kind}.runs.*.optim.{k}": c for kind in ("pretrain", "finetune", "train") for k, c in _OPTIM.items()},
+    "train.runs.*.model.last_stride": one_of(1, 2),
     "mask_variants.*.loss": one_of(*LOSSES),
     "evaluate.ap": one_of(*AP_RULES),
     "evaluate.max_rank": integer(1),

@@ -48,3 +48,19 @@ def test_imagenet_runs_get_the_trunk_options(params):
     assert a["model_cfg"] == {"feat_dim": params["model"]["feat_dim"], "pretrained": True,
                               "last_stride": params["model"]["last_stride"]}
     assert a["data_cfg"]["size"] == (params["input"]["height"], params["input"]["width"])
+
+
+def test_a_run_may_override_its_schedule_and_trunk(params):
+    base = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank"})
+    a = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank",
+                       "optim": {"max_steps": 7000}, "model": {"last_stride": 1}})
+    assert a["optim_cfg"] == {**base["optim_cfg"], "max_steps": 7000}
+    assert a["model_cfg"] == {**base["model_cfg"], "last_stride": 1}
+    assert params["train"]["optim"]["max_steps"] != 7000  # the shared section is left alone
+
+
+def test_an_unknown_override_key_is_refused(params):
+    with pytest.raises(ParamsError, match=r"optim keys \['max_step'\]"):
+        _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "optim": {"max_step": 7000}})
+    with pytest.raises(ParamsError, match=r"model keys \['width'\]"):
+        _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "model": {"width": 0.5}})
