@@ -81,12 +81,12 @@ class DatasetSpec:
 
 
 def make_row(dataset: str, rel: str, data: bytes, pid: int, camid: int, split: str) -> dict:
-    """One IMAGE_SCHEMA row; decodes the image once to check it and read its size (a corrupt
-    image raises CorruptImageError naming ``<dataset>/<rel>``)."""
+    """One IMAGE_SCHEMA row; decodes the image once, strictly, to check it and read its size (a
+    corrupt image raises CorruptImageError naming ``<dataset>/<rel>``)."""
     if split not in SPLITS:
         raise ValueError(f"{dataset}/{rel}: split {split!r} not in {SPLITS}")
     image_id = f"{dataset}/{rel}"
-    h, w = decode_image(data, image_id).shape[:2]
+    h, w = decode_image(data, image_id, strict=True).shape[:2]
     return {
         "image_id": image_id,
         "dataset": dataset,
