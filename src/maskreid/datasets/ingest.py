@@ -96,7 +96,9 @@ def ingest(
         with skipping_corrupt(skip_corrupt):
             rows = sorted(tqdm(rows_iter, desc=f"ingest {name}", unit="img", leave=False), key=lambda r: r["image_id"])
     except CorruptImageError as e:
-        raise CorruptImageError(f"{e} (ingest.skip_corrupt: true skips corrupt images and names them in the card)") from e
+        raise CorruptImageError(
+            f"{e} (ingest.skip_corrupt: true skips corrupt images and names them in the card)"
+        ) from e
     ids = [r["image_id"] for r in rows]
     if len(set(ids)) != len(ids):
         dup = next(i for i, j in zip(ids, ids[1:]) if i == j)
