@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
+# what a write that ran out of room raises: disk full, quota exceeded, file size limit
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class WriteFailed(OSError):
+    """A file could not be written in full (a full disk, most often); the message names it and
+    the space left, because the writer's own message often names neither."""
+
+
+def write_failed(path: str | Path, err: BaseException) -> WriteFailed:
+    """The error for a write to ``path`` that broke off part-way, with the free space there."""
+    path = Path(path)
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:,.1f} MiB free there now"
+    except OSError as e:
+        free = f"free space unknown: {e}"
+    return WriteFailed(
+        f"{path}: writing it failed part-way, probably a full disk ({free}; {type(err).__name__}: {err}); "
+        "the previous file, if any, is untouched"
+    )
+
+
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
-    """Call ``writer(tmp_path)`` then rename the temp file over ``path``."""
+    """Call ``writer(tmp_path)`` then rename the temp file over ``path``. A failed write removes
+    the temp file; one that ran out of room raises WriteFailed naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -21,8 +46,10 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
         writer(tmp_path)
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the user's umask
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteFailed) and e.errno in _NO_ROOM:
+            raise write_failed(path, e) from e
         raise
     return path
 

@@ -112,6 +112,7 @@ _OPTIM = {
 
 RULES: dict[str, Check] = {
     "seed": integer(0),
+    "ingest.skip_corrupt": boolean,
     "input.height": integer(1),
     "input.width": integer(1),
     "mask.mode": one_of("binary", "soft"),

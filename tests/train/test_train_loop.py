@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from maskreid.io import WriteFailed
 from maskreid.store.shards import encode_png, sha256_bytes
 from maskreid.train.data import ReIDDataset, ShuffledBatchSampler
 from maskreid.train.loop import CHECKPOINT_NAME, fingerprint, fit, lr_factor, param_groups, resolve_cfg
@@ -214,6 +215,23 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_training_starts_fresh(tmp_path)
     assert s["resumed_from"] is None and s["steps"] == 4
     assert (tmp_path / f"{CHECKPOINT_NAME}.corrupt").exists()
     assert torch.load(ckpt, weights_only=True)["step"] == 4
+
+
+def test_a_full_disk_during_a_checkpoint_names_the_file(tmp_path, monkeypatch, disk_full_after):
+    """torch's own message was `[enforce fail at inline_container.cc] . unexpected pos N vs M`."""
+    real_save = torch.save
+
+    def save_on_full_disk(obj, f, *a, **k):
+        with disk_full_after(2000):
+            real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save_on_full_disk)
+    with pytest.raises(WriteFailed) as e:
+        _run(tmp_path, {**CFG, "max_steps": 2, "checkpoint_every": 1})
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / CHECKPOINT_NAME}: writing it failed part-way, probably a full disk")
+    assert "MiB free there now" in msg and "unexpected pos" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temp file left behind
 
 
 def test_max_steps_wins_over_epochs(tmp_path):

@@ -50,7 +50,8 @@ def run_download(name: str, params: dict) -> dict:
 
 
 def run_ingest(name: str, params: dict) -> dict:
-    """Archive (or the synthetic generator) -> Parquet image shards + dataset card."""
+    """Archive (or the synthetic generator) -> Parquet image shards + dataset card; with
+    ``ingest.skip_corrupt`` corrupt images are left out and named in the card."""
     from maskreid.datasets.card import dataset_card
     from maskreid.store.shards import METADATA_COLUMNS, read_frame, write_shards
 
@@ -64,7 +65,8 @@ def run_ingest(name: str, params: dict) -> dict:
     else:
         from maskreid.datasets.ingest import ingest
 
-        card = ingest(name, receipt["path"], out, archives_dir=get(params, "paths.archives"))
+        card = ingest(name, receipt["path"], out, archives_dir=get(params, "paths.archives"),
+                      skip_corrupt=get(params, "ingest.skip_corrupt"))
     card = {"dataset": name, "source": receipt.get("path", "synthetic"), **card}
     write_json(METRICS / "datasets" / f"{name}.json", card)
     return card
