@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
-from maskreid.segment.trainer import CHECKPOINT_NAME, ONNX_NAME, bench_cpu, load_segmenter
+from maskreid.segment.seg_bench import bench_cpu
+from maskreid.segment.seg_model import load_segmenter
+from maskreid.segment.trainer import CHECKPOINT_NAME, ONNX_NAME
 
 
 def main(argv: list[str] | None = None) -> dict:

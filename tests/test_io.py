@@ -5,8 +5,9 @@ import os
 import re
 
 import pytest
+import torch
 
-from maskreid.io import WriteFailed, write_json
+from maskreid.io import WriteFailed, torch_save, write_json
 
 
 def test_written_files_follow_the_umask(tmp_path):
@@ -26,3 +27,16 @@ def test_a_full_disk_names_the_file_and_leaves_no_temp_file(tmp_path, disk_full_
         with disk_full_after(100):
             write_json(path, {"a": "x" * 1000})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_save_writes_the_same_bytes_on_every_run(tmp_path):
+    """torch names the zip's inner folder after the file written: the random part of the temp name
+    must not leak into it, or every run would write other bytes (checkpoints are DVC outs). The
+    bytes are those of the segmenter trainer's earlier writer (save to `.<name>.tmp<pid>`, rename)."""
+    obj = {"w": torch.arange(6.0), "step": 3}
+    torch_save(obj, tmp_path / "a" / "segmenter.pt")
+    first = (tmp_path / "a" / "segmenter.pt").read_bytes()
+    torch_save(obj, tmp_path / "a" / "segmenter.pt")
+    torch.save(obj, tmp_path / ".segmenter.pt.tmp1234")
+    assert (tmp_path / "a" / "segmenter.pt").read_bytes() == first == (tmp_path / ".segmenter.pt.tmp1234").read_bytes()
+    assert os.listdir(tmp_path / "a") == ["segmenter.pt"]

@@ -34,12 +34,13 @@ def write_failed(path: str | Path, err: BaseException) -> WriteFailed:
     )
 
 
-def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, writer: Callable[[Path], None], *, suffix: str = ".tmp") -> Path:
     """Call ``writer(tmp_path)`` then rename the temp file over ``path``. A failed write removes
-    the temp file; one that ran out of room raises WriteFailed naming ``path``."""
+    the temp file; one that ran out of room raises WriteFailed naming ``path``. The temp file is
+    ``.<name>.<random><suffix>`` beside ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -52,6 +53,24 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
             raise write_failed(path, e) from e
         raise
     return path
+
+
+def torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through :func:`atomic_write`. torch's zip writer reports a full disk as
+    ``[enforce fail at inline_container.cc] unexpected pos N vs M``, naming neither the file nor
+    the cause: that becomes a WriteFailed that names both.
+
+    torch names the folder inside the zip after the file it writes, less its last suffix: the temp
+    name ``.<name>.<random>`` (no suffix) makes that ``.<name>`` on every run, so that one object
+    saved twice gives the same bytes."""
+    import torch  # here, not at the top: the stages that only write JSON never load torch
+
+    try:
+        return atomic_write(path, lambda tmp: torch.save(obj, tmp), suffix="")
+    except RuntimeError as e:
+        if "inline_container" not in str(e):  # not the file writer: a real bug, keep its message
+            raise
+        raise write_failed(path, e) from e
 
 
 def _umask() -> int:

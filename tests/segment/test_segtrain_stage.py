@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from maskreid.segment.parsing_data import load_pairs_from_archives
-from maskreid.segment.trainer import (
-    CHECKPOINT_NAME, METRICS_NAME, ONNX_NAME, STATE_NAME, load_segmenter, onnx_session, per_crop_iou,
-    predict_probs, train_segmenter,
-)
+from maskreid.segment.quality import per_crop_iou
+from maskreid.segment.seg_export import onnx_session
+from maskreid.segment.seg_model import load_segmenter, predict_probs
+from maskreid.segment.trainer import CHECKPOINT_NAME, METRICS_NAME, ONNX_NAME, STATE_NAME, train_segmenter
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
@@ -118,7 +118,7 @@ def test_part_aux_head_trains_resumes_and_is_dropped_from_the_checkpoint(trained
 
     _, base_cfg, _ = trained
     cfg = {**base_cfg, "part_aux": 0.5, "max_steps": 8, "checkpoint_every": 4}
-    real_save = trainer._atomic_torch_save
+    real_save = trainer.torch_save
 
     def keep_step4(obj, path):  # keep a copy of the resume state written at step 4, as if killed there
         real_save(obj, path)
@@ -126,9 +126,9 @@ def test_part_aux_head_trains_resumes_and_is_dropped_from_the_checkpoint(trained
             (tmp_path / "killed").mkdir()
             shutil.copy(path, tmp_path / "killed" / STATE_NAME)
 
-    monkeypatch.setattr(trainer, "_atomic_torch_save", keep_step4)
+    monkeypatch.setattr(trainer, "torch_save", keep_step4)
     full = train_segmenter(cfg, tmp_path / "full", pairs=pairs)
-    monkeypatch.setattr(trainer, "_atomic_torch_save", real_save)
+    monkeypatch.setattr(trainer, "torch_save", real_save)
     losses = [v for _, v in full["loss_history"]]
     assert full["part_aux"] == 0.5 and len(losses) == 8 and np.isfinite(losses).all()
     ckpt = torch.load(tmp_path / "full" / CHECKPOINT_NAME, map_location="cpu", weights_only=False)

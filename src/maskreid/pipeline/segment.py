@@ -43,9 +43,9 @@ def _segmenter_held_out(cfg: dict) -> set[int] | None:
     """Identities a trained smp segmenter never trained on (from its checkpoint), else None."""
     if cfg.get("backend") != "smp":
         return None
-    import torch
+    from maskreid.segment.seg_model import read_checkpoint
 
-    ckpt = torch.load(cfg["model"], map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(cfg["model"])
     pids = (ckpt.get("train_summary") or {}).get("val_pids")
     return {int(p) for p in pids} if pids else None
 

@@ -52,7 +52,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from maskreid.io import atomic_write, write_failed
+from maskreid.io import atomic_write, torch_save
 from maskreid.train import distributed as dist_utils
 from maskreid.train.data import SeededBatches
 
@@ -235,18 +235,6 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temp sibling, then rename: a kill never leaves a truncated file. torch's
-    zip writer reports a full disk as ``[enforce fail at inline_container.cc] unexpected pos N vs
-    M``, naming neither the file nor the cause: that becomes a WriteFailed that names both."""
-    try:
-        atomic_write(path, lambda tmp: torch.save(obj, tmp))
-    except RuntimeError as e:
-        if "inline_container" not in str(e):  # not the file writer: a real bug, keep its message
-            raise
-        raise write_failed(path, e) from e
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -320,7 +308,7 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
     def checkpoint() -> None:
         dist_utils.barrier()
         if info.rank == 0:
-            save_atomic(
+            torch_save(
                 {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
