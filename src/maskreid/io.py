@@ -79,9 +79,12 @@ def _umask() -> int:
     return mask
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
+def write_json(path: str | Path, obj: Any, *, sort_keys: bool = False) -> Path:
+    """``obj`` as indented JSON and a newline; ``sort_keys`` for files whose bytes must not follow
+    the order a dict was built in (ingest's side files)."""
+
     def _w(p: Path) -> None:
-        p.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n")
+        p.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys, default=_default) + "\n")
 
     return atomic_write(path, _w)
 

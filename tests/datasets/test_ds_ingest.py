@@ -1,14 +1,25 @@
 from __future__ import annotations
 
+import json
 import logging
+import os
 
 import pandas as pd
 import pytest
 from ds_helpers import market_files, pack, with_garbage
 
 from maskreid.datasets.card import dataset_card
-from maskreid.datasets.ingest import ingest, read_side_file
+from maskreid.datasets.ingest import ingest, read_side_file, write_side_file
 from maskreid.store.shards import CorruptImageError, read_frame, shard_paths
+
+
+def test_json_side_files_keep_the_bytes_of_the_former_writer(tmp_path):
+    """ingest's own JSON writer gave way to maskreid.io.write_json: the side files (in the images
+    out, so in dvc.lock) keep their bytes: keys sorted, indent 2, ASCII escapes, one newline."""
+    obj = {"zeta": [3, 1.5, None], "alpha": {"y": True, "b": "ü"}, "mid": []}
+    path = write_side_file("split_ids", obj, tmp_path)
+    assert path.read_bytes() == (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    assert os.listdir(tmp_path) == ["split_ids.json"]
 
 
 def test_ingest_market_shards_side_file_and_card(tmp_path):

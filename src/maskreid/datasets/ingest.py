@@ -21,17 +21,10 @@ from tqdm import tqdm
 from maskreid.datasets.base import get_dataset, skipping_corrupt
 from maskreid.datasets.card import dataset_card
 from maskreid.datasets.download import ensure_all
+from maskreid.io import write_json
 from maskreid.store.shards import METADATA_COLUMNS, SHARD_GLOB, CorruptImageError, replace_dir, write_shards
 
 log = logging.getLogger("maskreid")
-
-
-def write_json_atomic(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def write_side_file(name: str, obj: Any, folder: Path) -> Path:
@@ -41,7 +34,7 @@ def write_side_file(name: str, obj: Any, folder: Path) -> Path:
         obj.to_parquet(path, index=False)
     else:
         path = folder / f"{name}.json"
-        write_json_atomic(obj, path)
+        write_json(path, obj, sort_keys=True)
     if path.match(SHARD_GLOB):
         raise ValueError(f"side file {path.name} would be read as an image shard")
     return path
