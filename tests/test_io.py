@@ -1,13 +1,14 @@
 """maskreid.io: atomic writes keep the user's umask (mkstemp alone would leave 0600), and a write
 that runs out of room names its file."""
 
+import hashlib
 import os
 import re
 
 import pytest
 import torch
 
-from maskreid.io import WriteFailed, torch_save, write_json
+from maskreid.io import WriteFailed, file_digest, file_digests, torch_save, write_json
 
 
 def test_written_files_follow_the_umask(tmp_path):
@@ -40,3 +41,14 @@ def test_torch_save_writes_the_same_bytes_on_every_run(tmp_path):
     torch.save(obj, tmp_path / ".segmenter.pt.tmp1234")
     assert (tmp_path / "a" / "segmenter.pt").read_bytes() == first == (tmp_path / ".segmenter.pt.tmp1234").read_bytes()
     assert os.listdir(tmp_path / "a") == ["segmenter.pt"]
+
+
+def test_file_digests_in_one_read(tmp_path):
+    """The one file-hash helper (archives' receipts and checks, segmenter weights' fingerprints)."""
+    data = os.urandom(3 * (1 << 20) + 7)  # more than one read
+    (tmp_path / "f").write_bytes(data)
+    both = {"sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data).hexdigest()}
+    assert file_digests(tmp_path / "f") == both
+    assert file_digest(tmp_path / "f") == both["sha256"] and file_digest(tmp_path / "f", "md5") == both["md5"]
+    with pytest.raises(ValueError, match="unsupported digest 'sha1'"):
+        file_digest(tmp_path / "f", "sha1")

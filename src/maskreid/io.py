@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -71,6 +72,27 @@ def torch_save(obj: Any, path: str | Path) -> Path:
         if "inline_container" not in str(e):  # not the file writer: a real bug, keep its message
             raise
         raise write_failed(path, e) from e
+
+
+_HASHES = {"sha256": hashlib.sha256, "md5": hashlib.md5}
+
+
+def file_digests(path: str | Path, algos: tuple[str, ...] = ("sha256", "md5")) -> dict[str, str]:
+    """Digests of a file (``sha256``, ``md5``), all in one read."""
+    unknown = [a for a in algos if a not in _HASHES]
+    if unknown:
+        raise ValueError(f"unsupported digest {unknown[0]!r}; use sha256 or md5")
+    hashes = {a: _HASHES[a]() for a in algos}
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            for h in hashes.values():
+                h.update(chunk)
+    return {a: h.hexdigest() for a, h in hashes.items()}
+
+
+def file_digest(path: str | Path, algo: str = "sha256") -> str:
+    """One digest (``sha256`` or ``md5``) of a file: an archive's, a model's."""
+    return file_digests(path, (algo,))[algo]
 
 
 def _umask() -> int:

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from maskreid.config import get
-from maskreid.io import read_json, write_json
+from maskreid.io import file_digest, read_json, write_json
 from maskreid.pipeline import IMAGES, METRICS, RECEIPTS, SPLITS, dataset_cfg
 
 
@@ -16,8 +16,6 @@ def folder_digest(root: str | Path) -> str:
     An extracted dataset folder has no published checksum; this stands in for one, so that a
     file added, removed, renamed or edited changes the receipt.
     """
-    from maskreid.datasets.download import file_digest
-
     root = Path(root)
     h = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -29,7 +27,7 @@ def folder_digest(root: str | Path) -> str:
 def run_download(name: str, params: dict) -> dict:
     """Verify (or fetch) the dataset's archive and write a small receipt that ingest depends on."""
     from maskreid.datasets.base import get_dataset
-    from maskreid.datasets.download import ensure_archive, file_digest
+    from maskreid.datasets.download import ensure_archive
 
     cfg = dataset_cfg(name, params)
     if cfg.get("generate") is not None:

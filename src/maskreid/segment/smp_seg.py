@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-from maskreid.segment.base import Segmenter, check_batch, file_sha256, fingerprint_of
+from maskreid.io import file_digest
+from maskreid.segment.base import Segmenter, check_batch, fingerprint_of
 from maskreid.segment.onnx_seg import resolve_model_path, sigmoid
 from maskreid.segment.seg_export import onnx_session
 from maskreid.segment.seg_model import load_segmenter
@@ -88,7 +89,7 @@ class SmpSegmenter(Segmenter):
         self._std = np.asarray(ckpt["std"], np.float32).reshape(1, 3, 1, 1)
         self.name = f"smp:{ckpt['arch']}-{ckpt['encoder_name']}"
         # the runtime is part of what made a mask (float differences of ~1e-5 in the logits)
-        self._fp = fingerprint_of("smp", file_sha256(self.path), {"size": list(self.size), "runtime": runtime})
+        self._fp = fingerprint_of("smp", file_digest(self.path), {"size": list(self.size), "runtime": runtime})
         log.info("smp segmenter %s from %s on %s (%s)", self.name, self.path, self.device, runtime)
 
     @property
