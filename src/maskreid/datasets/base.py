@@ -73,14 +73,6 @@ class DatasetSpec:
         side = {} if side is None else side
         yield from self.parser(self.open(source), side, extra_files or {})
 
-    def side_files(self, source: str | Path, extra_files: Mapping[str, Path] | None = None) -> dict[str, Any]:
-        """Protocol side data (e.g. Market's gt_query); costs a full pass over the archive, so
-        ingest collects it during ``iter_rows`` instead."""
-        side: dict[str, Any] = {}
-        for _ in self.iter_rows(source, side, extra_files):
-            pass
-        return side
-
 
 # set by ``skipping_corrupt``: the parsers of every dataset call make_row, and a parser is a
 # generator that cannot go on after raising, so the choice reaches make_row this way
