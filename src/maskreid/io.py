@@ -6,8 +6,10 @@ import errno
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,32 @@ def torch_save(obj: Any, path: str | Path) -> Path:
         if "inline_container" not in str(e):  # not the file writer: a real bug, keep its message
             raise
         raise write_failed(path, e) from e
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """The resume checkpoint, or None after moving an unreadable one aside with a warning:
+    it is a persistent out, so DVC would never remove a truncated file and every rerun would fail."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        aside = path.with_name(f"{path.name}.corrupt")
+        os.replace(path, aside)
+        warnings.warn(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0]}); "
+                      f"moved to {aside}, training starts from scratch", stacklevel=2)
+        return None
+
+
+def truncate_curves(plots_dir: Path, step: int) -> None:
+    """Drop the dvclive rows logged after the checkpoint a run resumes from: the resumed run logs
+    those steps again, so its curve then equals an uninterrupted run's."""
+    for tsv in sorted((plots_dir / "metrics").rglob("*.tsv")):
+        header, *rows = tsv.read_text().splitlines(keepends=True)
+        col = header.rstrip("\n").split("\t").index("step")
+        kept = [r for r in rows if int(r.split("\t")[col]) <= step]
+        if len(kept) != len(rows):
+            atomic_write(tsv, lambda tmp, text="".join([header, *kept]): tmp.write_text(text))
 
 
 _HASHES = {"sha256": hashlib.sha256, "md5": hashlib.md5}

@@ -154,3 +154,51 @@ def test_resume_accepts_a_state_written_before_a_cfg_key_existed(trained, pairs,
     torch.save(state, tmp_path / STATE_NAME)
     again = train_segmenter(cfg, tmp_path, pairs=pairs)
     assert again["steps_this_run"] == 0 and again["steps"] == summary["steps"]
+
+
+def test_a_corrupt_resume_state_is_moved_aside_and_training_starts_fresh(trained, pairs, tmp_path):
+    """train_state.pt is a persistent out: DVC never removes a truncated one, so it must not block."""
+    out, cfg, _ = trained
+    data = (out / STATE_NAME).read_bytes()
+    (tmp_path / STATE_NAME).write_bytes(data[: len(data) // 3])
+    with pytest.warns(UserWarning, match="unreadable checkpoint"):
+        fresh = train_segmenter(cfg, tmp_path, pairs=pairs)
+    assert fresh["steps_this_run"] == 12 and (tmp_path / f"{STATE_NAME}.corrupt").exists()
+
+
+def _curve(live_dir: Path) -> list[tuple[int, float]]:
+    header, *rows = (live_dir / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    cols = header.split("\t")
+    return [(int(r.split("\t")[cols.index("step")]), float(r.split("\t")[cols.index("loss")])) for r in rows]
+
+
+def test_a_resumed_curve_equals_the_uninterrupted_one(trained, pairs, tmp_path, monkeypatch):
+    """Killed at step 12 with its last checkpoint at step 6: the curve on disk holds steps 1-12, the
+    resumed run must drop 7-12 before logging them again, or they appear twice."""
+    import shutil
+
+    from dvclive import Live
+
+    from maskreid.segment import trainer
+
+    out, cfg, _ = trained
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    real_save = trainer.torch_save
+
+    def keep_step6(obj, path):
+        real_save(obj, path)
+        if path.name == STATE_NAME and obj["step"] == 6:
+            shutil.copy(path, killed / STATE_NAME)
+
+    monkeypatch.setattr(trainer, "torch_save", keep_step6)
+    train_segmenter(cfg, tmp_path / "again", pairs=pairs)
+    monkeypatch.setattr(trainer, "torch_save", real_save)
+    shutil.copytree(out / "live", killed / "live")  # everything logged up to the kill
+    live = Live(str(killed / "live"), dvcyaml=False, save_dvc_exp=False, resume=True)
+    resumed = train_segmenter(cfg, killed, live=live, pairs=pairs)
+    live.end()
+    assert resumed["steps_this_run"] == 6
+    full, got = _curve(out / "live"), _curve(killed / "live")
+    assert [s for s, _ in got] == [s for s, _ in full] == list(range(1, 13))
+    np.testing.assert_allclose([v for _, v in got], [v for _, v in full], rtol=1e-4, atol=1e-5)

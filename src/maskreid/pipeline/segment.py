@@ -13,13 +13,15 @@ def run_train_segmenter(key: str, params: dict) -> dict:
     """Real parsing masks -> a person segmenter for re-ID crops (checkpoint + ONNX) + its metrics."""
     from dvclive import Live
 
-    from maskreid.segment.trainer import train_segmenter
+    from maskreid.segment.trainer import STATE_NAME, train_segmenter
 
     cfg = dict(get(params, f"segmenter.runs.{key}"))
     cfg["parsing_tar"] = cfg.pop("parsing_source")
     cfg["market_tar"] = cfg.pop("images_source")
     out_dir = MODELS / "segmenter" / key
-    with Live(str(Path("dvclive") / "segmenter" / key), dvcyaml=False, save_dvc_exp=False) as live:
+    # resume=True keeps the curve of a killed run; train_segmenter drops the rows past its checkpoint
+    with Live(str(Path("dvclive") / "segmenter" / key), dvcyaml=False, save_dvc_exp=False,
+              resume=(out_dir / STATE_NAME).exists()) as live:
         summary = train_segmenter(cfg, out_dir, live=live)
     write_json(METRICS / "segmenter" / f"{key}.json", {"run": key, **summary})
     return summary

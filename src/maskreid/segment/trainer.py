@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from maskreid.io import torch_save, write_json
+from maskreid.io import load_checkpoint, torch_save, truncate_curves, write_json
 from maskreid.segment import parsing_data, seg_model
 from maskreid.segment.mobilenet_init import load_mobilenet_v2_imagenet
 from maskreid.segment.parsing_data import (
@@ -258,7 +258,7 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     step, history, resume_rng = 0, {"loss": [], "val": []}, None
     state_path = out_dir / STATE_NAME
     digest = training_digest(pairs)
-    st = torch.load(state_path, map_location=device, weights_only=True) if state_path.exists() else None
+    st = load_checkpoint(state_path) if state_path.exists() else None  # an unreadable one is moved aside
     # defaults filled in: a state written before a cfg key existed still matches its default
     if st is not None and ({**DEFAULT_CFG, **st["cfg"], "threads": None} != {**cfg, "threads": None} or st.get("inputs") != digest):
         log.warning("%s was written under another cfg, training data or training code: starting over and overwriting it", state_path)
@@ -274,6 +274,8 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
         resume_rng = st["torch_rng"]
         step, history = st["step"], st["history"]
         log.info("resumed segmenter training from %s at step %d", state_path, step)
+    if getattr(live, "plots_dir", None):  # the curve up to the resumed step stays; a fresh start keeps none
+        truncate_curves(Path(live.plots_dir), step if st is not None else -1)
 
     def save_state():
         torch_save(

@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import random
 import time
 import warnings
@@ -52,7 +51,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from maskreid.io import atomic_write, torch_save
+from maskreid.io import load_checkpoint, torch_save, truncate_curves
 from maskreid.train import distributed as dist_utils
 from maskreid.train.data import SeededBatches
 
@@ -199,30 +198,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((py_version, tuple(py_state), py_gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_checkpoint(path: Path) -> dict | None:
-    """The resume checkpoint, or None after moving an unreadable one aside with a warning:
-    it is a persistent out, so DVC would never remove a truncated file and every rerun would fail."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        aside = path.with_name(f"{path.name}.corrupt")
-        os.replace(path, aside)
-        warnings.warn(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0]}); "
-                      f"moved to {aside}, training starts from scratch", stacklevel=2)
-        return None
-
-
-def truncate_curves(plots_dir: Path, step: int) -> None:
-    """Drop the dvclive rows logged after the checkpoint a run resumes from: the resumed run logs
-    those steps again, so its curve then equals an uninterrupted run's."""
-    for tsv in sorted((plots_dir / "metrics").rglob("*.tsv")):
-        header, *rows = tsv.read_text().splitlines(keepends=True)
-        col = header.rstrip("\n").split("\t").index("step")
-        kept = [r for r in rows if int(r.split("\t")[col]) <= step]
-        if len(kept) != len(rows):
-            atomic_write(tsv, lambda tmp, text="".join([header, *kept]): tmp.write_text(text))
 
 
 def flush_denormals() -> None:
