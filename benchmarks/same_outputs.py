@@ -8,6 +8,7 @@ subprocess (``PYTHONPATH`` set to that tree's ``src/``), and compares the result
 - ingest: every dataset of ``params.yaml`` with a ``source``, re-ingested into a temp folder
   (sha256 of each shard file and side file);
 - splits: the protocol manifest built from those shards;
+- segment: the profile's mask backend (its cache fingerprint, its masks of the first ``--rows`` crops);
 - train: each ``train.runs`` run for ``--steps`` steps on its first ``--ids`` identities (sha256 of
   every weight tensor, and the training fingerprint kept in model.pt);
 - evaluate: each cell's committed model, features of the first ``--rows`` query images.
@@ -79,6 +80,19 @@ def _worker(a: argparse.Namespace) -> dict:
                                 weights_only=True)["state_dict"]
                 out[f"train/{key}"] = {"weights": _sha(b"".join(v.numpy().tobytes() for v in sd.values())),
                                        "fingerprint": summary.get("fingerprint")}
+    if "segment" in a.pieces:  # the profile's backend: its cache fingerprint and masks of a few crops
+        from maskreid.pipeline.segment import _segmenter_cfg
+        from maskreid.segment import build_segmenter
+        from maskreid.store.shards import decode_image
+
+        seg = build_segmenter(_segmenter_cfg(dict(params["segment"])))
+        for ds in params["datasets"]:
+            if not (IMAGES / ds).exists():
+                continue
+            rows = read_frame(IMAGES / ds, ["image_id", "image"]).head(a.rows)
+            probs = seg.predict([decode_image(b, i) for i, b in zip(rows.image_id, rows.image)])
+            out[f"segment/{ds}"] = {"fingerprint": seg.fingerprint,
+                                    "probs": _sha(b"".join(np.ascontiguousarray(m).tobytes() for m in probs))}
     if "evaluate" in a.pieces:
         for cell, c in params.get("cells", {}).items():
             path = MODELS / c["model"] / "model.pt"
@@ -100,7 +114,7 @@ def _worker(a: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", help="git revision whose code is the reference")
-    ap.add_argument("--pieces", default="ingest,splits,train,evaluate")
+    ap.add_argument("--pieces", default="ingest,splits,segment,train,evaluate")
     ap.add_argument("--runs", nargs="*", default=[], help="train runs to check (default: all)")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--ids", type=int, default=32)
@@ -124,6 +138,8 @@ def main() -> None:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", a.base, "src"], check=True,
                                  capture_output=True).stdout
         base_src.mkdir()
+        if (ROOT.parent / "shared").exists():  # code finds ../shared (models, data) beside its repo
+            (Path(tmp) / "shared").symlink_to(ROOT.parent / "shared")
         subprocess.run(["tar", "-x", "-C", str(base_src)], input=archive, check=True)
         for side, src in (("base", base_src / "src"), ("new", ROOT / "src")):
             env = {**os.environ, "PYTHONPATH": str(src)}
