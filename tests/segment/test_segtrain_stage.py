@@ -11,7 +11,7 @@ from maskreid.segment.parsing_data import load_pairs_from_archives
 from maskreid.segment.quality import per_crop_iou
 from maskreid.segment.seg_export import onnx_session
 from maskreid.segment.seg_model import load_segmenter, predict_probs
-from maskreid.segment.trainer import CHECKPOINT_NAME, METRICS_NAME, ONNX_NAME, STATE_NAME, train_segmenter
+from maskreid.segment.trainer import SEGMENTER_NAME, METRICS_NAME, ONNX_NAME, STATE_NAME, train_segmenter
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
@@ -53,7 +53,7 @@ def test_loss_falls_and_outputs_exist(trained):
     losses = [v for _, v in summary["loss_history"]]
     assert len(losses) == 12
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05
-    for name in (CHECKPOINT_NAME, ONNX_NAME, METRICS_NAME, STATE_NAME):
+    for name in (SEGMENTER_NAME, ONNX_NAME, METRICS_NAME, STATE_NAME):
         assert (out / name).is_file(), name
     curves = out / "live" / "plots" / "metrics"
     loss_rows = (curves / "train" / "loss.tsv").read_text().splitlines()
@@ -66,10 +66,10 @@ def test_loss_falls_and_outputs_exist(trained):
 
 def test_checkpoint_format_and_onnx_agree(trained, pairs):
     out, _, _ = trained
-    ckpt = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / SEGMENTER_NAME, map_location="cpu", weights_only=False)
     assert ckpt["arch"] == "Unet" and ckpt["encoder_name"] == "mobilenet_v2" and ckpt["classes"] == 1
     assert ckpt["input_size"] == [128, 64] and ckpt["mean"] == [0.485, 0.456, 0.406]
-    model, _ = load_segmenter(out / CHECKPOINT_NAME)
+    model, _ = load_segmenter(out / SEGMENTER_NAME)
     probs = predict_probs(model, pairs.images, ckpt["input_size"], ckpt["mean"], ckpt["std"], batch_size=16)
     x = (pairs.images.astype(np.float32) / 255.0 - np.array(ckpt["mean"], np.float32)) / np.array(ckpt["std"], np.float32)
     x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
@@ -90,11 +90,11 @@ def test_split_keeps_held_out_ids_out_of_training(trained, pairs):
 
 def test_resume_picks_up_the_saved_state(trained, pairs):
     out, cfg, summary = trained
-    before = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)["state_dict"]
+    before = torch.load(out / SEGMENTER_NAME, map_location="cpu", weights_only=False)["state_dict"]
     again = train_segmenter(cfg, out, pairs=pairs)  # finished state on disk: nothing left to train
     assert again["steps_this_run"] == 0 and again["steps"] == 12
     assert again["loss_history"] == summary["loss_history"]
-    after = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)["state_dict"]
+    after = torch.load(out / SEGMENTER_NAME, map_location="cpu", weights_only=False)["state_dict"]
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
@@ -131,10 +131,10 @@ def test_part_aux_head_trains_resumes_and_is_dropped_from_the_checkpoint(trained
     monkeypatch.setattr(trainer, "torch_save", real_save)
     losses = [v for _, v in full["loss_history"]]
     assert full["part_aux"] == 0.5 and len(losses) == 8 and np.isfinite(losses).all()
-    ckpt = torch.load(tmp_path / "full" / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
-    base = torch.load(trained[0] / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "full" / SEGMENTER_NAME, map_location="cpu", weights_only=False)
+    base = torch.load(trained[0] / SEGMENTER_NAME, map_location="cpu", weights_only=False)
     assert ckpt["classes"] == 1 and set(ckpt["state_dict"]) == set(base["state_dict"])  # person-only model
-    load_segmenter(tmp_path / "full" / CHECKPOINT_NAME)
+    load_segmenter(tmp_path / "full" / SEGMENTER_NAME)
     state = torch.load(tmp_path / "killed" / STATE_NAME, map_location="cpu", weights_only=False)
     assert state["aux"] is not None
     resumed = train_segmenter(cfg, tmp_path / "killed", pairs=pairs)  # the aux head's weights come back too

@@ -4,8 +4,8 @@ Checkpoint format and loader: ``seg_model`` (shared with the trainer). This back
 person-only checkpoint (``classes`` 1), whose single logit is sigmoided.
 
 Runtime: the trainer writes ``segmenter.onnx`` beside the checkpoint. On CPU that export runs on
-onnxruntime, measured ~3x faster than eager PyTorch on this 2-core machine (413 vs 137 crops/s,
-batch 64, 2 threads), so ``runtime="auto"`` picks it on CPU and PyTorch (AMP) on CUDA. Before the
+onnxruntime, several times faster than eager PyTorch (the current figures: docs/benchmarks.md,
+Segmentation), so ``runtime="auto"`` picks it on CPU and PyTorch (AMP) on CUDA. Before the
 export is trusted it must reproduce the checkpoint's logits on a seeded probe batch.
 """
 

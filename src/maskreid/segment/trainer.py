@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-CHECKPOINT_NAME = "segmenter.pt"
+SEGMENTER_NAME = "segmenter.pt"
 ONNX_NAME = "segmenter.onnx"
 METRICS_NAME = "metrics.json"
 STATE_NAME = "train_state.pt"
@@ -366,7 +366,7 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
         "state_dict": {k: v.cpu().contiguous() for k, v in net.state_dict().items()},
         "train_summary": {k: v for k, v in summary.items() if k not in ("loss_history", "val_history")},
     }
-    torch_save(ckpt, out_dir / CHECKPOINT_NAME)
+    torch_save(ckpt, out_dir / SEGMENTER_NAME)
     export_onnx(net_cpu, input_size, out_dir / ONNX_NAME)
     ver_images = (val_set if len(val_set) else train_set).images[:64]
     summary.update(verify_onnx(net_cpu, out_dir / ONNX_NAME, ver_images, input_size, IMAGENET_MEAN, IMAGENET_STD))
