@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
-from maskreid.segment.trainer import CHECKPOINT_NAME, ONNX_NAME, bench_cpu, load_segmenter
+from maskreid.segment.seg_bench import bench_cpu
+from maskreid.segment.seg_model import load_segmenter
+from maskreid.segment.trainer import SEGMENTER_NAME, ONNX_NAME
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args(argv)
-    ckpt_path, onnx_path = args.model_dir / CHECKPOINT_NAME, args.model_dir / ONNX_NAME
+    ckpt_path, onnx_path = args.model_dir / SEGMENTER_NAME, args.model_dir / ONNX_NAME
     for p in (ckpt_path, onnx_path):
         if not p.is_file():
             raise SystemExit(f"{p} not found: train with `python -m maskreid.segment.trainer {args.model_dir} ...` first")

@@ -1,7 +1,10 @@
-"""Shared fixtures: the real-data folder ../shared (skipped where absent)."""
+"""Shared fixtures: the real-data folder ../shared (skipped where absent), one thread, a full disk."""
 
 from __future__ import annotations
 
+import resource
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,3 +29,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@contextmanager
+def _disk_full_after(nbytes: int):
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if hard != resource.RLIM_INFINITY and hard < nbytes:
+        pytest.skip(f"file size hard limit {hard} is below {nbytes}")
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.fixture
+def disk_full_after():
+    """A full disk, simulated for this process: inside ``with disk_full_after(n):`` a write past
+    byte n of any file fails (EFBIG, SIGXFSZ ignored), as it would with ENOSPC. Keep the block to
+    the one write under test: pytest's own capture files obey the limit too."""
+    return _disk_full_after

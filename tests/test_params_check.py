@@ -34,6 +34,7 @@ def test_every_profile_passes(tmp_path, profile):
     ("model.last_stride=3", "model.last_stride"),
     ("finetune.optim.lr=0", "finetune.optim.lr"),
     ("evaluate.rerank.lambda=1.5", "evaluate.rerank.lambda"),
+    ("ingest.skip_corrupt=yes", "ingest.skip_corrupt"),
 ])
 def test_a_bad_value_is_named_with_what_is_allowed(tmp_path, override, key):
     params = _compose(tmp_path, override)

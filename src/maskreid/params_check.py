@@ -92,7 +92,12 @@ _OPTIM = {
     "lr": number(0, lo_open=True),
     "momentum": number(0, 1, hi_open=True),
     "weight_decay": number(0),
-    "schedule": one_of("cosine", "step", "constant"),
+    "schedule": one_of("cosine", "step", "poly", "step_linear", "constant"),
+    "power": number(0, lo_open=True),
+    "gamma": number(0, lo_open=True),
+    "step_size": optional(integer(1)),
+    "bias_lr_mult": number(0),
+    "norm_bias_decay": boolean,
     "warmup_steps": integer(0),
     "min_lr_ratio": number(0, 1),
     "batch_size": integer(1),
@@ -107,6 +112,7 @@ _OPTIM = {
 
 RULES: dict[str, Check] = {
     "seed": integer(0),
+    "ingest.skip_corrupt": boolean,
     "input.height": integer(1),
     "input.width": integer(1),
     "mask.mode": one_of("binary", "soft"),

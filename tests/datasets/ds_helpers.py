@@ -18,6 +18,13 @@ def image_bytes(ext: str = ".jpg", w: int = 64, h: int = 128, seed: int = 0) -> 
     return buf.tobytes()
 
 
+def with_garbage(data: bytes, n: int = 200, seed: int = 0) -> bytes:
+    """``n`` random bytes inserted in the middle: OpenCV still decodes such a JPEG (libjpeg only
+    prints a warning), to a picture with a smeared band."""
+    mid = len(data) // 2
+    return data[:mid] + np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes() + data[mid:]
+
+
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
     for rel, data in files.items():
         p = root / rel

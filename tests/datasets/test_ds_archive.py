@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from ds_helpers import image_bytes, pack
 
@@ -58,6 +60,20 @@ def test_truncated_archive_error_names_the_file(tmp_path, form):
     src.write_bytes(data[: len(data) // 2])
     with pytest.raises(ArchiveError, match=src.name):
         list(Archive(src, ["cam_a"]).members())
+
+
+def test_truncated_zip_is_called_a_truncated_zip(tmp_path):
+    """A zip cut short loses its table of contents (at the end of the file): it used to read as
+    "not a zip, a tar(.gz/.xz/.bz2) or a folder"."""
+    src = pack({f"VIPeR/cam_a/{i:03d}_0.bmp": image_bytes(".bmp", seed=i) for i in range(5)}, tmp_path / "viper", "zip")
+    src.write_bytes(src.read_bytes()[:-100])
+    with pytest.raises(ArchiveError, match=re.escape(f"{src}: a truncated or damaged zip")) as e:
+        Archive(src, ["cam_a"])
+    assert "not a zip" not in str(e.value)
+    other = tmp_path / "page.zip"
+    other.write_bytes(b"<html>404</html>")  # not a zip at all: still said so
+    with pytest.raises(ArchiveError, match="not a zip"):
+        Archive(other, ["cam_a"])
 
 
 def test_extract_one_member_from_zip_and_folder(tmp_path):

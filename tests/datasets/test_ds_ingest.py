@@ -1,12 +1,25 @@
 from __future__ import annotations
 
+import json
+import logging
+import os
+
 import pandas as pd
 import pytest
-from ds_helpers import market_files, pack
+from ds_helpers import market_files, pack, with_garbage
 
 from maskreid.datasets.card import dataset_card
-from maskreid.datasets.ingest import ingest, read_side_file
+from maskreid.datasets.ingest import ingest, read_side_file, write_side_file
 from maskreid.store.shards import CorruptImageError, read_frame, shard_paths
+
+
+def test_json_side_files_keep_the_bytes_of_the_former_writer(tmp_path):
+    """ingest's own JSON writer gave way to maskreid.io.write_json: the side files (in the images
+    out, so in dvc.lock) keep their bytes: keys sorted, indent 2, ASCII escapes, one newline."""
+    obj = {"zeta": [3, 1.5, None], "alpha": {"y": True, "b": "ü"}, "mid": []}
+    path = write_side_file("split_ids", obj, tmp_path)
+    assert path.read_bytes() == (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    assert os.listdir(tmp_path) == ["split_ids.json"]
 
 
 def test_ingest_market_shards_side_file_and_card(tmp_path):
@@ -73,3 +86,60 @@ def test_a_killed_ingest_leaves_nothing_in_the_tracked_folder(tmp_path, monkeypa
     ingest("market1501", pack(market_files(), tmp_path / "good", "zip"), out, archives_dir=tmp_path / "a")
     assert [p.name for p in (tmp_path / "images").iterdir()] == ["market1501"]
     assert list(debris.iterdir()) == []
+
+
+TOP = "Market-1501-v15.09.15"
+GARBLED = f"{TOP}/bounding_box_test/0005_c3s1_001201_01.jpg"  # query 5's only good match
+TRUNCATED = f"{TOP}/bounding_box_train/0003_c1s1_001051_01.jpg"
+BAD_QUERY = f"{TOP}/query/0007_c2s1_002051_00.jpg.jpg"
+
+
+def _damaged_market() -> dict[str, bytes]:
+    files = market_files()
+    files[GARBLED] = with_garbage(files[GARBLED])
+    files[TRUNCATED] = files[TRUNCATED][:200]
+    files[BAD_QUERY] = b"\xff\xd8broken"
+    return files
+
+
+def test_skip_corrupt_leaves_corrupt_images_out_and_names_them_in_the_card(tmp_path, caplog):
+    src = pack(_damaged_market(), tmp_path / "bad", "zip")
+    out = tmp_path / "images" / "market1501"
+    with caplog.at_level(logging.WARNING, logger="maskreid"):
+        card = ingest("market1501", src, out, archives_dir=tmp_path / "a", skip_corrupt=True)
+    skipped = sorted("market1501/" + p.split("/", 1)[1] for p in (GARBLED, TRUNCATED, BAD_QUERY))
+    assert card["corrupt_skipped"] == 3 and card["corrupt_images"] == skipped
+    assert card["images"] == 10 and card["splits"]["gallery"]["images"] == 5
+    assert all(any(i in r.getMessage() for r in caplog.records) for i in skipped)  # each reason logged
+    # the other images exactly as from the intact archive
+    clean = tmp_path / "images" / "clean"
+    ingest("market1501", pack(market_files(), tmp_path / "good", "zip"), clean, archives_dir=tmp_path / "a")
+    kept = read_frame(clean)
+    kept = kept[~kept["image_id"].isin(skipped)].reset_index(drop=True)
+    assert read_frame(out).equals(kept)
+    # gt_query names no skipped image: query 7 is gone, query 5 keeps its junk but lost its good one
+    gt = read_side_file(out, "gt_query").set_index("query_id")
+    assert list(gt.index) == ["market1501/query/0005_c1s1_001051_00.jpg"]
+    assert list(gt.iloc[0]["good"]) == [] and len(gt.iloc[0]["junk"]) == 2
+
+
+def test_without_skip_corrupt_the_first_corrupt_image_stops_the_ingest(tmp_path):
+    src = pack(_damaged_market(), tmp_path / "bad", "zip")
+    out = tmp_path / "images" / "market1501"
+    with pytest.raises(CorruptImageError, match=r"market1501/.*ingest\.skip_corrupt: true skips"):
+        ingest("market1501", src, out, archives_dir=tmp_path / "a")
+    assert not out.exists()
+
+
+def test_skip_corrupt_on_an_intact_archive_changes_no_byte(tmp_path):
+    src = pack(market_files(), tmp_path / "good", "zip")
+    strict = ingest("market1501", src, tmp_path / "strict", archives_dir=tmp_path / "a", rows_per_shard=5)
+    skip = ingest("market1501", src, tmp_path / "skip", archives_dir=tmp_path / "a", rows_per_shard=5,
+                  skip_corrupt=True)
+    names = sorted(p.name for p in (tmp_path / "strict").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "skip").iterdir()) and "gt_query.parquet" in names
+    for name in names:
+        assert (tmp_path / "skip" / name).read_bytes() == (tmp_path / "strict" / name).read_bytes(), name
+    assert (skip.pop("corrupt_skipped"), skip.pop("corrupt_images")) == (0, [])
+    assert "corrupt_skipped" not in strict  # the strict card is as before
+    assert {**skip, "ingest_seconds": 0} == {**strict, "ingest_seconds": 0}

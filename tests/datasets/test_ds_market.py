@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import collections
 
+import cv2
+import numpy as np
 import pytest
-from ds_helpers import image_bytes, market_files, pack
+from ds_helpers import image_bytes, market_files, pack, with_garbage
 
 from maskreid.datasets.archive import LayoutError
 from maskreid.datasets.base import get_dataset
-from maskreid.store.shards import CorruptImageError
+from maskreid.store.shards import CorruptImageError, decode_image
 
 M = "market1501"
 
@@ -40,6 +42,45 @@ def test_truncated_image_is_reported_by_its_path(tmp_path):
     src = pack(files, tmp_path / "market", "zip")
     with pytest.raises(CorruptImageError, match="market1501/bounding_box_train/0003_c1s1_001051_01.jpg"):
         list(get_dataset(M).iter_rows(src))
+
+
+def test_garbage_inside_a_jpeg_is_reported_by_its_path(tmp_path, capfd):
+    """200 garbage bytes in the middle of a JPEG: OpenCV decoded it and libjpeg only printed
+    `Corrupt JPEG data: ... extraneous bytes before marker 0xd9`, so the image was kept."""
+    files = market_files()
+    bad = "Market-1501-v15.09.15/bounding_box_test/0005_c3s1_001201_01.jpg"
+    files[bad] = with_garbage(files[bad])
+    assert cv2.imdecode(np.frombuffer(files[bad], np.uint8), cv2.IMREAD_COLOR) is not None  # the trap
+    assert "Corrupt JPEG data" in capfd.readouterr().err  # ...and all OpenCV says about it
+    src = pack(files, tmp_path / "market", "zip")
+    with pytest.raises(CorruptImageError, match=r"'market1501/bounding_box_test/0005_c3s1_001201_01\.jpg': "
+                       r"damaged JPEG data \(libjpeg: Corrupt JPEG data: \d+ extraneous bytes"):
+        list(get_dataset(M).iter_rows(src))
+    assert "Corrupt JPEG" not in capfd.readouterr().err  # in the error, not loose on stderr
+
+
+def test_strict_decoding_passes_valid_images_and_other_stderr_text(capfd):
+    """The check reads libjpeg's warnings off stderr: valid JPEG, PNG and BMP decode the same as
+    without it, and anything else written to stderr meanwhile is passed on."""
+    for ext in (".jpg", ".png", ".bmp"):
+        data = image_bytes(ext, seed=3)
+        np.testing.assert_array_equal(decode_image(data, "x", strict=True), decode_image(data, "x"))
+    import maskreid.store.shards as shards
+
+    real = shards.cv2.imdecode
+
+    def chatty(buf, flags):
+        import os
+
+        os.write(2, b"some other library's notice\n")
+        return real(buf, flags)
+
+    shards.cv2.imdecode = chatty
+    try:
+        decode_image(image_bytes(".jpg"), "x", strict=True)
+    finally:
+        shards.cv2.imdecode = real
+    assert capfd.readouterr().err == "some other library's notice\n"
 
 
 def test_misnamed_image_and_missing_folder_are_precise(tmp_path):

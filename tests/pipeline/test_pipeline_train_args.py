@@ -64,3 +64,17 @@ def test_an_unknown_override_key_is_refused(params):
         _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "optim": {"max_step": 7000}})
     with pytest.raises(ParamsError, match=r"model keys \['width'\]"):
         _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "model": {"width": 0.5}})
+
+
+def test_a_cells_model_maps_to_its_run_loss_and_sets():
+    from maskreid.pipeline.train import loss_of, pretrain_sets_of
+
+    params = {"pretrain": {"runs": {"mf": {"arch": "maskreid_mf", "sets": ["viper", "cuhk01"]}}},
+              "finetune": {"runs": {"m_rank": {"loss": "rank", "init": "mf"}}},
+              "train": {"runs": {"t": {"loss": "triplet"}}},
+              "mask_variants": {"gc": {"loss": "rank", "init": "mf"}}}
+    assert [loss_of(m, params) for m in ("pretrain/mf", "finetune/m_rank", "train/t", "finetune_variant/gc")] \
+        == ["softmax", "rank", "triplet", "rank"]
+    assert pretrain_sets_of("pretrain/mf", params) == pretrain_sets_of("finetune/m_rank", params) \
+        == pretrain_sets_of("finetune_variant/gc", params) == ["viper", "cuhk01"]
+    assert pretrain_sets_of("train/t", params) == [] and loss_of("nosuch/x", params) is None

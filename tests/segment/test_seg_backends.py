@@ -114,7 +114,8 @@ def test_smp_checkpoint_roundtrip(tmp_path):
 def test_smp_runtime_onnx_matches_torch_and_rejects_a_foreign_export(tmp_path):
     import segmentation_models_pytorch as smp
 
-    from maskreid.segment.trainer import PersonLogit, export_onnx
+    from maskreid.segment.seg_export import export_onnx
+    from maskreid.segment.seg_model import PersonLogit
 
     def make(seed):
         torch.manual_seed(seed)

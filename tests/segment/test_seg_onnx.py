@@ -136,9 +136,9 @@ def _identity_model(path: Path, layout: str) -> str:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, path)
-    from maskreid.segment.base import file_sha256
+    from maskreid.io import file_digest
 
-    return file_sha256(path)
+    return file_digest(path)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from maskreid.segment.mobilenet_init import find_mobilenet_weights, load_mobilenet_v2_imagenet, map_state_dict_in_order
-from maskreid.segment.trainer import build_model
+from maskreid.segment.seg_model import build_model
 
 
 def _encoder():

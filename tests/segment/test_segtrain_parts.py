@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from maskreid.segment.parsing_data import ParsingDataset, ParsingPairs
-from maskreid.segment.trainer import IMAGENET_MEAN, IMAGENET_STD, PersonLogit
+from maskreid.segment.seg_model import PersonLogit
+from maskreid.segment.trainer import IMAGENET_MEAN, IMAGENET_STD
 
 
 class _Const(torch.nn.Module):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from maskreid.segment.parsing_data import ParsingPairs, pid_of, split_identities, split_pairs
-from maskreid.segment.trainer import per_crop_iou
+from maskreid.segment.quality import per_crop_iou
 
 
 def test_split_is_deterministic_disjoint_and_a_tenth():

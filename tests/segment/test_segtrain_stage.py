@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from maskreid.segment.parsing_data import load_pairs_from_archives
-from maskreid.segment.trainer import (
-    CHECKPOINT_NAME, METRICS_NAME, ONNX_NAME, STATE_NAME, load_segmenter, onnx_session, per_crop_iou,
-    predict_probs, train_segmenter,
-)
+from maskreid.segment.quality import per_crop_iou
+from maskreid.segment.seg_export import onnx_session
+from maskreid.segment.seg_model import load_segmenter, predict_probs
+from maskreid.segment.trainer import SEGMENTER_NAME, METRICS_NAME, ONNX_NAME, STATE_NAME, train_segmenter
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
@@ -53,7 +53,7 @@ def test_loss_falls_and_outputs_exist(trained):
     losses = [v for _, v in summary["loss_history"]]
     assert len(losses) == 12
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05
-    for name in (CHECKPOINT_NAME, ONNX_NAME, METRICS_NAME, STATE_NAME):
+    for name in (SEGMENTER_NAME, ONNX_NAME, METRICS_NAME, STATE_NAME):
         assert (out / name).is_file(), name
     curves = out / "live" / "plots" / "metrics"
     loss_rows = (curves / "train" / "loss.tsv").read_text().splitlines()
@@ -66,10 +66,10 @@ def test_loss_falls_and_outputs_exist(trained):
 
 def test_checkpoint_format_and_onnx_agree(trained, pairs):
     out, _, _ = trained
-    ckpt = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / SEGMENTER_NAME, map_location="cpu", weights_only=False)
     assert ckpt["arch"] == "Unet" and ckpt["encoder_name"] == "mobilenet_v2" and ckpt["classes"] == 1
     assert ckpt["input_size"] == [128, 64] and ckpt["mean"] == [0.485, 0.456, 0.406]
-    model, _ = load_segmenter(out / CHECKPOINT_NAME)
+    model, _ = load_segmenter(out / SEGMENTER_NAME)
     probs = predict_probs(model, pairs.images, ckpt["input_size"], ckpt["mean"], ckpt["std"], batch_size=16)
     x = (pairs.images.astype(np.float32) / 255.0 - np.array(ckpt["mean"], np.float32)) / np.array(ckpt["std"], np.float32)
     x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
@@ -90,11 +90,11 @@ def test_split_keeps_held_out_ids_out_of_training(trained, pairs):
 
 def test_resume_picks_up_the_saved_state(trained, pairs):
     out, cfg, summary = trained
-    before = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)["state_dict"]
+    before = torch.load(out / SEGMENTER_NAME, map_location="cpu", weights_only=False)["state_dict"]
     again = train_segmenter(cfg, out, pairs=pairs)  # finished state on disk: nothing left to train
     assert again["steps_this_run"] == 0 and again["steps"] == 12
     assert again["loss_history"] == summary["loss_history"]
-    after = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)["state_dict"]
+    after = torch.load(out / SEGMENTER_NAME, map_location="cpu", weights_only=False)["state_dict"]
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
@@ -118,7 +118,7 @@ def test_part_aux_head_trains_resumes_and_is_dropped_from_the_checkpoint(trained
 
     _, base_cfg, _ = trained
     cfg = {**base_cfg, "part_aux": 0.5, "max_steps": 8, "checkpoint_every": 4}
-    real_save = trainer._atomic_torch_save
+    real_save = trainer.torch_save
 
     def keep_step4(obj, path):  # keep a copy of the resume state written at step 4, as if killed there
         real_save(obj, path)
@@ -126,15 +126,15 @@ def test_part_aux_head_trains_resumes_and_is_dropped_from_the_checkpoint(trained
             (tmp_path / "killed").mkdir()
             shutil.copy(path, tmp_path / "killed" / STATE_NAME)
 
-    monkeypatch.setattr(trainer, "_atomic_torch_save", keep_step4)
+    monkeypatch.setattr(trainer, "torch_save", keep_step4)
     full = train_segmenter(cfg, tmp_path / "full", pairs=pairs)
-    monkeypatch.setattr(trainer, "_atomic_torch_save", real_save)
+    monkeypatch.setattr(trainer, "torch_save", real_save)
     losses = [v for _, v in full["loss_history"]]
     assert full["part_aux"] == 0.5 and len(losses) == 8 and np.isfinite(losses).all()
-    ckpt = torch.load(tmp_path / "full" / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
-    base = torch.load(trained[0] / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "full" / SEGMENTER_NAME, map_location="cpu", weights_only=False)
+    base = torch.load(trained[0] / SEGMENTER_NAME, map_location="cpu", weights_only=False)
     assert ckpt["classes"] == 1 and set(ckpt["state_dict"]) == set(base["state_dict"])  # person-only model
-    load_segmenter(tmp_path / "full" / CHECKPOINT_NAME)
+    load_segmenter(tmp_path / "full" / SEGMENTER_NAME)
     state = torch.load(tmp_path / "killed" / STATE_NAME, map_location="cpu", weights_only=False)
     assert state["aux"] is not None
     resumed = train_segmenter(cfg, tmp_path / "killed", pairs=pairs)  # the aux head's weights come back too
@@ -154,3 +154,51 @@ def test_resume_accepts_a_state_written_before_a_cfg_key_existed(trained, pairs,
     torch.save(state, tmp_path / STATE_NAME)
     again = train_segmenter(cfg, tmp_path, pairs=pairs)
     assert again["steps_this_run"] == 0 and again["steps"] == summary["steps"]
+
+
+def test_a_corrupt_resume_state_is_moved_aside_and_training_starts_fresh(trained, pairs, tmp_path):
+    """train_state.pt is a persistent out: DVC never removes a truncated one, so it must not block."""
+    out, cfg, _ = trained
+    data = (out / STATE_NAME).read_bytes()
+    (tmp_path / STATE_NAME).write_bytes(data[: len(data) // 3])
+    with pytest.warns(UserWarning, match="unreadable checkpoint"):
+        fresh = train_segmenter(cfg, tmp_path, pairs=pairs)
+    assert fresh["steps_this_run"] == 12 and (tmp_path / f"{STATE_NAME}.corrupt").exists()
+
+
+def _curve(live_dir: Path) -> list[tuple[int, float]]:
+    header, *rows = (live_dir / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    cols = header.split("\t")
+    return [(int(r.split("\t")[cols.index("step")]), float(r.split("\t")[cols.index("loss")])) for r in rows]
+
+
+def test_a_resumed_curve_equals_the_uninterrupted_one(trained, pairs, tmp_path, monkeypatch):
+    """Killed at step 12 with its last checkpoint at step 6: the curve on disk holds steps 1-12, the
+    resumed run must drop 7-12 before logging them again, or they appear twice."""
+    import shutil
+
+    from dvclive import Live
+
+    from maskreid.segment import trainer
+
+    out, cfg, _ = trained
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    real_save = trainer.torch_save
+
+    def keep_step6(obj, path):
+        real_save(obj, path)
+        if path.name == STATE_NAME and obj["step"] == 6:
+            shutil.copy(path, killed / STATE_NAME)
+
+    monkeypatch.setattr(trainer, "torch_save", keep_step6)
+    train_segmenter(cfg, tmp_path / "again", pairs=pairs)
+    monkeypatch.setattr(trainer, "torch_save", real_save)
+    shutil.copytree(out / "live", killed / "live")  # everything logged up to the kill
+    live = Live(str(killed / "live"), dvcyaml=False, save_dvc_exp=False, resume=True)
+    resumed = train_segmenter(cfg, killed, live=live, pairs=pairs)
+    live.end()
+    assert resumed["steps_this_run"] == 6
+    full, got = _curve(out / "live"), _curve(killed / "live")
+    assert [s for s, _ in got] == [s for s, _ in full] == list(range(1, 13))
+    np.testing.assert_allclose([v for _, v in got], [v for _, v in full], rtol=1e-4, atol=1e-5)

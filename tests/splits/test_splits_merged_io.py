@@ -95,3 +95,27 @@ def test_write_read_manifest_atomic(tmp_path, manifests):
         read_manifest(tmp_path / "nope.parquet")
     with pytest.raises(KeyError, match="camid"):
         write_manifest(manifests["viper"].drop(columns="camid"), path, {})
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_viper_person_000_trains_whenever_its_split_says_so(seed):
+    """VIPeR counts from 000. With one trial, person 000 trains for some seeds (seed 1 among them),
+    and is then in no query: it must still be a training identity, not a dropped 'distractor'."""
+    frame = _frame([(p, c, 0) for p in range(632) for c in (0, 1)], "viper")
+    manifest = build_manifest("viper", frame, "single_shot", seed, 1)
+    trains = 0 in set(manifest.query("role == 'train'").pid)
+    m = merged_train({"viper": manifest})
+    assert ("viper_0" in set(m.global_pid)) == trains
+    assert set(m.pid) == set(manifest.query("role == 'train'").pid)  # no real identity dropped
+    if seed == 1:
+        assert trains  # the case that used to be dropped
+
+
+def test_shinpuhkan_trains_on_all_of_it():
+    """The paper pre-trains on all of Shinpuhkan: no identity is held out for a test split."""
+    frame = _frame([(p, c, k) for p in range(1, 25) for c in range(16) for k in range(2)], "shinpuhkan")
+    manifest = build_manifest("shinpuhkan", frame, "single_shot", 0, 3)
+    assert set(manifest.role) == {"train"} and sorted(manifest.trial.unique()) == [0, 1, 2]
+    for t in range(3):
+        m = merged_train({"shinpuhkan": manifest}, trial=t)
+        assert len(m) == len(frame) and m.pid.nunique() == 24

@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from maskreid.io import WriteFailed
 from maskreid.store.shards import encode_png, sha256_bytes
 from maskreid.train.data import ReIDDataset, ShuffledBatchSampler
-from maskreid.train.loop import CHECKPOINT_NAME, fit, lr_factor, resolve_cfg
+from maskreid.train.loop import CHECKPOINT_NAME, fingerprint, fit, lr_factor, param_groups, resolve_cfg
 
 Out = namedtuple("Out", "feat logits")
 
@@ -126,6 +127,47 @@ def test_schedule_and_cfg_validation():
         resolve_cfg({"lrr": 1})
 
 
+def test_dgd_schedules_by_hand():
+    """Caffe's poly (DGD's per-dataset solvers: power 0.5) and the linear step decrease read from
+    DGD's joint solver (base 0.1, gamma 0.04 every 2,000 iterations, floor min_lr 0.0005 = 0.005 x)."""
+    poly = resolve_cfg({"schedule": "poly", "power": 0.5})
+    assert [lr_factor(s, 100, poly) for s in (0, 75, 100)] == pytest.approx([1.0, 0.5, 0.0])
+    floor = resolve_cfg({"schedule": "poly", "power": 0.5, "min_lr_ratio": 0.1})
+    assert lr_factor(99, 100, floor) == pytest.approx(0.1)
+    lin = resolve_cfg({"schedule": "step_linear", "gamma": 0.04, "step_size": 2000, "min_lr_ratio": 0.005})
+    got = [lr_factor(s, 55000, lin) for s in (0, 1999, 2000, 25999, 48000, 50000, 54999)]
+    assert got == pytest.approx([1.0, 1.0, 0.96, 0.52, 0.04, 0.005, 0.005])
+    with pytest.raises(ValueError, match="step_size"):
+        resolve_cfg({"schedule": "step_linear"})
+
+
+def test_fingerprints_of_earlier_configs_are_unchanged():
+    """Options added later are left out of the fingerprint at their default: the values below were
+    computed by the code before they existed, and sit in committed model.pt files and metrics."""
+    assert fingerprint(resolve_cfg({})) == "5b368d8eb14a34d5"
+    real_cpu = {"optimizer": "adam", "lr": 0.00035, "schedule": "cosine", "warmup_steps": 150,
+                "min_lr_ratio": 0.01, "max_steps": 4000, "meta": {"arch": "mnv2_mf"}}
+    assert fingerprint(resolve_cfg(real_cpu)) == "c26eab9bf8f451b5"
+    assert fingerprint(resolve_cfg({**real_cpu, "power": 0.5})) != "c26eab9bf8f451b5"
+
+
+def test_caffe_parameter_groups():
+    """DGD's prototxt: biases at 2x the lr without decay, norm-layer parameters without decay;
+    the defaults keep every parameter in one group, in the model's order."""
+    net = TinyNet()
+    assert param_groups(net, resolve_cfg({})) == list(net.parameters())
+    groups = param_groups(net, resolve_cfg({"lr": 0.1, "weight_decay": 5e-4, "bias_lr_mult": 2.0,
+                                            "norm_bias_decay": False}))
+    ids = [{id(p) for p in g["params"]} for g in groups]
+    conv_fc_w = {id(m.weight) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    conv_fc_b = {id(m.bias) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    bn = {id(p) for m in net.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
+    assert ids == [conv_fc_w, conv_fc_b, bn]
+    assert "lr" not in groups[0] and "weight_decay" not in groups[0]
+    assert groups[1]["lr"] == pytest.approx(0.2) and groups[1]["weight_decay"] == 0.0
+    assert groups[2]["weight_decay"] == 0.0
+
+
 def _curve(live_dir, name):
     """(step, value) rows of one dvclive metric's tsv."""
     tsv = live_dir / "plots" / "metrics" / "train" / f"{name}.tsv"
@@ -173,6 +215,23 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_training_starts_fresh(tmp_path)
     assert s["resumed_from"] is None and s["steps"] == 4
     assert (tmp_path / f"{CHECKPOINT_NAME}.corrupt").exists()
     assert torch.load(ckpt, weights_only=True)["step"] == 4
+
+
+def test_a_full_disk_during_a_checkpoint_names_the_file(tmp_path, monkeypatch, disk_full_after):
+    """torch's own message was `[enforce fail at inline_container.cc] . unexpected pos N vs M`."""
+    real_save = torch.save
+
+    def save_on_full_disk(obj, f, *a, **k):
+        with disk_full_after(2000):
+            real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save_on_full_disk)
+    with pytest.raises(WriteFailed) as e:
+        _run(tmp_path, {**CFG, "max_steps": 2, "checkpoint_every": 1})
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / CHECKPOINT_NAME}: writing it failed part-way, probably a full disk")
+    assert "MiB free there now" in msg and "unexpected pos" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temp file left behind
 
 
 def test_max_steps_wins_over_epochs(tmp_path):

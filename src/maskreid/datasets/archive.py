@@ -27,6 +27,7 @@ _JUNK_NAMES = frozenset({"thumbs.db", ".ds_store", "desktop.ini"})
 _JUNK_DIRS = frozenset({"__macosx"})
 # what a damaged archive raises, by library: all reported as ArchiveError naming the file
 _READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, lzma.LZMAError, zlib.error, OSError)
+_ZIP_MAGIC = b"PK\x03\x04"  # a zip's first local file header
 
 
 class ArchiveError(RuntimeError):
@@ -52,6 +53,13 @@ def archive_kind(path: str | Path) -> str:
         raise FileNotFoundError(f"dataset source {p} does not exist")
     if zipfile.is_zipfile(p):
         return "zip"
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if head == _ZIP_MAGIC:  # a zip's table of contents is at its end: a cut-off download loses it
+        raise ArchiveError(
+            f"{p}: a truncated or damaged zip ({p.stat().st_size:,} bytes: it starts as a zip but its "
+            "central directory, at the end of the file, is missing or unreadable); download it again"
+        )
     name = p.name.lower()
     if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")):
         return "tar"

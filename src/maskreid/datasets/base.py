@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from maskreid.datasets.archive import Archive
-from maskreid.store.shards import decode_image, sha256_bytes
+from maskreid.store.shards import CorruptImageError, decode_image, sha256_bytes
 
 SPLITS = ("train", "query", "gallery", "multiquery", "all")
 
@@ -71,22 +73,38 @@ class DatasetSpec:
         side = {} if side is None else side
         yield from self.parser(self.open(source), side, extra_files or {})
 
-    def side_files(self, source: str | Path, extra_files: Mapping[str, Path] | None = None) -> dict[str, Any]:
-        """Protocol side data (e.g. Market's gt_query); costs a full pass over the archive, so
-        ingest collects it during ``iter_rows`` instead."""
-        side: dict[str, Any] = {}
-        for _ in self.iter_rows(source, side, extra_files):
-            pass
-        return side
+
+# set by ``skipping_corrupt``: the parsers of every dataset call make_row, and a parser is a
+# generator that cannot go on after raising, so the choice reaches make_row this way
+_skip_corrupt: ContextVar[bool] = ContextVar("skip_corrupt", default=False)
+
+
+@contextmanager
+def skipping_corrupt(enabled: bool = True) -> Iterator[None]:
+    """Within (and for generators advanced within), make_row marks a corrupt image's row with
+    ``corrupt`` (the reason) instead of raising; the caller drops those rows (see ingest)."""
+    token = _skip_corrupt.set(enabled)
+    try:
+        yield
+    finally:
+        _skip_corrupt.reset(token)
 
 
 def make_row(dataset: str, rel: str, data: bytes, pid: int, camid: int, split: str) -> dict:
-    """One IMAGE_SCHEMA row; decodes the image once to check it and read its size (a corrupt
-    image raises CorruptImageError naming ``<dataset>/<rel>``)."""
+    """One IMAGE_SCHEMA row; decodes the image once, strictly, to check it and read its size (a
+    corrupt image raises CorruptImageError naming ``<dataset>/<rel>``, or under skipping_corrupt
+    gives a row with only the ids and ``corrupt``: the parser still sees it, e.g. Market's gallery
+    numbering that gt_query indexes)."""
     if split not in SPLITS:
         raise ValueError(f"{dataset}/{rel}: split {split!r} not in {SPLITS}")
     image_id = f"{dataset}/{rel}"
-    h, w = decode_image(data, image_id).shape[:2]
+    try:
+        h, w = decode_image(data, image_id, strict=True).shape[:2]
+    except CorruptImageError as e:
+        if not _skip_corrupt.get():
+            raise
+        return {"image_id": image_id, "dataset": dataset, "pid": int(pid), "camid": int(camid), "split": split,
+                "corrupt": str(e)}
     return {
         "image_id": image_id,
         "dataset": dataset,

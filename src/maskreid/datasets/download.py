@@ -9,7 +9,6 @@ file under its final name has either been verified or was put there by the user.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import requests
 from tqdm import tqdm
 
 from maskreid.datasets.base import ArchiveFile, DatasetSpec
+from maskreid.io import file_digests
 
 CHUNK = 1 << 20
 
@@ -27,23 +27,6 @@ class DatasetUnavailable(RuntimeError):
 
 class ChecksumMismatch(DatasetUnavailable):
     pass
-
-
-def file_digests(path: str | Path) -> dict[str, str]:
-    """sha256 and md5 of a file in one read."""
-    sha, md5 = hashlib.sha256(), hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            sha.update(chunk)
-            md5.update(chunk)
-    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
-
-
-def file_digest(path: str | Path, algo: str = "sha256") -> str:
-    """One digest (``sha256`` or ``md5``) of a file."""
-    if algo not in ("sha256", "md5"):
-        raise ValueError(f"unsupported digest {algo!r}; use sha256 or md5")
-    return file_digests(path)[algo]
 
 
 def verify_file(path: str | Path, sha256: str | None = None, md5: str | None = None) -> str:

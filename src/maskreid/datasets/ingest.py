@@ -8,6 +8,7 @@ as the shards, and the folder replaces ``out_dir`` only when everything is writt
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -17,18 +18,13 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from maskreid.datasets.base import get_dataset
+from maskreid.datasets.base import get_dataset, skipping_corrupt
 from maskreid.datasets.card import dataset_card
 from maskreid.datasets.download import ensure_all
-from maskreid.store.shards import METADATA_COLUMNS, SHARD_GLOB, replace_dir, write_shards
+from maskreid.io import write_json
+from maskreid.store.shards import METADATA_COLUMNS, SHARD_GLOB, CorruptImageError, replace_dir, write_shards
 
-
-def write_json_atomic(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+log = logging.getLogger("maskreid")
 
 
 def write_side_file(name: str, obj: Any, folder: Path) -> Path:
@@ -38,7 +34,7 @@ def write_side_file(name: str, obj: Any, folder: Path) -> Path:
         obj.to_parquet(path, index=False)
     else:
         path = folder / f"{name}.json"
-        write_json_atomic(obj, path)
+        write_json(path, obj, sort_keys=True)
     if path.match(SHARD_GLOB):
         raise ValueError(f"side file {path.name} would be read as an image shard")
     return path
@@ -70,9 +66,15 @@ def ingest(
     out_dir: str | Path,
     archives_dir: str | Path = "data/archives",
     rows_per_shard: int = 4096,
+    skip_corrupt: bool = False,
 ) -> dict:
     """Ingest dataset ``name`` from ``source`` (a zip/tar/folder the user holds, or None for
-    data/archives/ or a download) into ``out_dir``; returns its card (see card.dataset_card)."""
+    data/archives/ or a download) into ``out_dir``; returns its card (see card.dataset_card).
+
+    The first corrupt image stops the ingest (CorruptImageError naming it). ``skip_corrupt``
+    leaves such images out instead, each logged with its reason, and the card counts and names
+    them (``corrupt_skipped``, ``corrupt_images``): an opt-in, because a silently smaller set
+    changes every number computed on it."""
     t0 = time.perf_counter()
     spec = get_dataset(name)
     side: dict[str, Any] = {}
@@ -83,11 +85,22 @@ def ingest(
     else:  # generated sets (synthetic) need no archive
         rows_iter = spec.iter_rows(source, side, {})
         src_desc = "generated"
-    rows = sorted(tqdm(rows_iter, desc=f"ingest {name}", unit="img", leave=False), key=lambda r: r["image_id"])
+    try:
+        with skipping_corrupt(skip_corrupt):
+            rows = sorted(tqdm(rows_iter, desc=f"ingest {name}", unit="img", leave=False), key=lambda r: r["image_id"])
+    except CorruptImageError as e:
+        raise CorruptImageError(
+            f"{e} (ingest.skip_corrupt: true skips corrupt images and names them in the card)"
+        ) from e
     ids = [r["image_id"] for r in rows]
     if len(set(ids)) != len(ids):
         dup = next(i for i, j in zip(ids, ids[1:]) if i == j)
         raise ValueError(f"dataset {name!r}: image_id {dup!r} occurs twice in {src_desc}")
+    corrupt = [r for r in rows if "corrupt" in r]
+    if corrupt:
+        for r in corrupt:
+            log.warning("skipped: %s", r["corrupt"])
+        rows = [r for r in rows if "corrupt" not in r]
     meta = pd.DataFrame({c: [r[c] for r in rows] for c in METADATA_COLUMNS})
 
     out_dir = Path(out_dir)
@@ -105,5 +118,8 @@ def ingest(
     card = dataset_card(meta, junk_pids=getattr(spec, "junk_pids", True))
     card["name"] = name
     card["side_files"] = sorted(side)
+    if skip_corrupt:
+        card["corrupt_skipped"] = len(corrupt)
+        card["corrupt_images"] = [r["image_id"] for r in corrupt]
     card["ingest_seconds"] = round(time.perf_counter() - t0, 1)
     return card

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -98,8 +98,9 @@ def gt_query_table(
 
 def bbox_parser(dataset: str, folders: dict[str, str], with_gt_query: bool):
     def parse(archive: Archive, side: dict, extra: Mapping[str, Path]) -> Iterator[dict]:
-        gallery: list[str] = []
+        gallery: list[str] = []  # every file, skipped ones too: gt_query indexes the folder's name order
         queries: dict[str, str] = {}  # stem -> image_id
+        skipped: set[str] = set()  # corrupt images left out (ingest's skip_corrupt)
         mats: dict[str, bytes] | None = {} if with_gt_query else None
         for row in bbox_rows(dataset, archive, folders, mats):
             rel = row["image_id"][len(dataset) + 1 :]
@@ -107,16 +108,20 @@ def bbox_parser(dataset: str, folders: dict[str, str], with_gt_query: bool):
                 gallery.append(rel.split("/", 1)[1])
             elif rel.startswith("query/"):
                 queries[stem(rel)] = row["image_id"]
+            if "corrupt" in row:
+                skipped.add(row["image_id"])
             yield row
         if with_gt_query:
-            side["gt_query"] = _resolve_gt_query(dataset, archive, mats, gallery, queries)
+            side["gt_query"] = _resolve_gt_query(dataset, archive, mats, gallery, queries, skipped)
 
     return parse
 
 
 def _resolve_gt_query(
-    dataset: str, archive: Archive, mats: dict[str, bytes], gallery: list[str], queries: dict[str, str]
+    dataset: str, archive: Archive, mats: dict[str, bytes], gallery: list[str], queries: dict[str, str],
+    skipped: Container[str] = frozenset(),
 ) -> pd.DataFrame:
+    """The good/junk table by query id; ``skipped`` (corrupt) images are left out of it."""
     by_stem = gt_query_table(dataset, archive, mats, gallery)
     unknown = sorted(set(by_stem) - set(queries))
     if unknown:
@@ -124,12 +129,12 @@ def _resolve_gt_query(
     lacking = [q for q, d in by_stem.items() if set(d) != {"good", "junk"}]
     if lacking:
         raise LayoutError(f"{archive.path}: gt_query/{lacking[0]}: needs both _good.mat and _junk.mat")
-    qs = sorted(by_stem)
+    qs = [q for q in sorted(by_stem) if queries[q] not in skipped]
     return pd.DataFrame(
         {
             "query_id": [queries[q] for q in qs],
-            "good": [by_stem[q]["good"] for q in qs],
-            "junk": [by_stem[q]["junk"] for q in qs],
+            "good": [[i for i in by_stem[q]["good"] if i not in skipped] for q in qs],
+            "junk": [[i for i in by_stem[q]["junk"] if i not in skipped] for q in qs],
         }
     )
 

@@ -107,17 +107,7 @@ SPEC = {
     "gt_mask": True,
     "note": "generated on the fly by maskreid.datasets.synthetic; needs no download",
 }
-SMALL_SPEC = {
-    **SPEC,
-    "name": "synthetic_small",
-    "layout": "single_shot",
-    "protocol": "single_shot",
-    "num_ids": 200,
-    "num_cams": 2,
-    "images_per_id_per_cam": 1,
-    "seed": 1,
-}
-PRESETS = {"synthetic": SPEC, "synthetic_small": SMALL_SPEC}
+PRESETS = {"synthetic": SPEC}
 
 _BG_PAD = 10  # the camera scene is larger than a crop; each image sees a shifted window
 _NOISE_PAD = 24
@@ -466,7 +456,8 @@ def iter_rows(
 
 
 def iter_preset(preset: str = "synthetic", **overrides) -> Iterator[dict]:
-    """Rows of a named preset (``synthetic`` or ``synthetic_small``), with keyword overrides."""
+    """Rows of a named preset (``synthetic``: what ``get_dataset("synthetic")`` generates), with
+    keyword overrides. The pipeline's generated sets are params (``datasets.<name>.generate``)."""
     if preset not in PRESETS:
         raise KeyError(f"unknown synthetic preset {preset!r}; known: {sorted(PRESETS)}")
     spec = {**PRESETS[preset], **overrides}

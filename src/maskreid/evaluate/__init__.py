@@ -1,6 +1,6 @@
 """Evaluation: distances, CMC/mAP under the Market rules, k-reciprocal re-ranking, protocols.
 
-See ../shared/PROTOCOL.md (mirrored in the README) for the conventions that decide the numbers.
+The conventions that decide the numbers: the README's "Evaluation conventions" (each tested in tests/evaluate).
 """
 
 from .distance import euclidean_distance

@@ -85,7 +85,6 @@ def k_reciprocal(
     if qq.dtype != qg.dtype or gg.dtype != qg.dtype:
         raise TypeError(f"dtypes differ: q_g {qg.dtype}, q_q {qq.dtype}, g_g {gg.dtype}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    half = round(k1 / 2)  # np.around: half to even, like Python's round
     K = max(k1 + 1, k2)
 
     # Pass 1: rows of O = (D^2)^T / column max, D = [[q_q, q_g], [q_g^T, g_g]]; keep top-K.
@@ -210,7 +209,6 @@ def k_reciprocal_from_features(
     row_chunk = max(1, int(row_chunk))
     # the later passes hold O(k1 * k2) per row, not O(q+g): bigger blocks, less Python overhead
     enc_chunk = row_chunk if explicit_chunk else max(row_chunk, 2048)
-    half = round(k1 / 2)  # np.around: half to even, like Python's round
     K = max(k1 + 1, k2)
 
     F = torch.cat([q.to(dev, torch.float32), g.to(dev, torch.float32)], 0)

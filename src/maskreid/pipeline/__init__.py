@@ -19,6 +19,7 @@ from typing import Any
 from maskreid.config import ParamsError, get, load_params
 from maskreid.datasets.archive import ArchiveError, LayoutError
 from maskreid.datasets.download import DatasetUnavailable
+from maskreid.io import WriteFailed
 from maskreid.store.shards import CorruptImageError
 
 log = logging.getLogger("maskreid")
@@ -38,7 +39,7 @@ PARAMS_CHECKED = Path("data/params_checked.txt")  # the gate out of stage check_
 
 # failures with a message that says what and where: one line, no traceback
 KNOWN_ERRORS = (DatasetUnavailable, ParamsError, FileNotFoundError, ArchiveError, LayoutError, CorruptImageError,
-                ValueError)
+                ValueError, WriteFailed)
 
 
 def stage_main(fn: Callable[[str, dict], Any], argv: list[str] | None = None) -> None:

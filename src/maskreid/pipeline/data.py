@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from maskreid.config import get
-from maskreid.io import read_json, write_json
+from maskreid.io import file_digest, read_json, write_json
 from maskreid.pipeline import IMAGES, METRICS, RECEIPTS, SPLITS, dataset_cfg
 
 
@@ -16,8 +16,6 @@ def folder_digest(root: str | Path) -> str:
     An extracted dataset folder has no published checksum; this stands in for one, so that a
     file added, removed, renamed or edited changes the receipt.
     """
-    from maskreid.datasets.download import file_digest
-
     root = Path(root)
     h = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -29,7 +27,7 @@ def folder_digest(root: str | Path) -> str:
 def run_download(name: str, params: dict) -> dict:
     """Verify (or fetch) the dataset's archive and write a small receipt that ingest depends on."""
     from maskreid.datasets.base import get_dataset
-    from maskreid.datasets.download import ensure_archive, file_digest
+    from maskreid.datasets.download import ensure_archive
 
     cfg = dataset_cfg(name, params)
     if cfg.get("generate") is not None:
@@ -50,7 +48,8 @@ def run_download(name: str, params: dict) -> dict:
 
 
 def run_ingest(name: str, params: dict) -> dict:
-    """Archive (or the synthetic generator) -> Parquet image shards + dataset card."""
+    """Archive (or the synthetic generator) -> Parquet image shards + dataset card; with
+    ``ingest.skip_corrupt`` corrupt images are left out and named in the card."""
     from maskreid.datasets.card import dataset_card
     from maskreid.store.shards import METADATA_COLUMNS, read_frame, write_shards
 
@@ -64,7 +63,8 @@ def run_ingest(name: str, params: dict) -> dict:
     else:
         from maskreid.datasets.ingest import ingest
 
-        card = ingest(name, receipt["path"], out, archives_dir=get(params, "paths.archives"))
+        card = ingest(name, receipt["path"], out, archives_dir=get(params, "paths.archives"),
+                      skip_corrupt=get(params, "ingest.skip_corrupt"))
     card = {"dataset": name, "source": receipt.get("path", "synthetic"), **card}
     write_json(METRICS / "datasets" / f"{name}.json", card)
     return card

@@ -7,7 +7,7 @@ from pathlib import Path
 from maskreid.config import get
 from maskreid.io import read_json, write_json
 from maskreid.pipeline import FEATURES, IMAGES, MASK_VARIANTS, MASKS, METRICS, MODELS, REPORTS, SPLITS
-from maskreid.pipeline.train import _masks_for, variant_cell
+from maskreid.pipeline.train import _masks_for, loss_of, pretrain_sets_of, variant_cell
 
 def run_evaluate(key: str, params: dict) -> dict:
     """One table cell (``cells.<key>``): its model on its dataset's test protocol."""
@@ -74,8 +74,8 @@ def _evaluate(key: str, cell: dict, params: dict, mask_dir: Path) -> dict:
         "protocol": meta["protocol"],
         "setup": {
             "arch": model.arch,
-            "loss": _loss_of(cell["model"], params),
-            "pretrain_sets": _pretrain_sets(cell["model"], params),
+            "loss": loss_of(cell["model"], params),
+            "pretrain_sets": pretrain_sets_of(cell["model"], params),
             "mask_backend": seg.get("backend"),
             "ap_rule": ecfg["ap"],
             "subset": meta.get("subset"),
@@ -117,22 +117,3 @@ def _ranklist(key: str, protocol: str, test, frame, feats, index) -> None:
     pos = lambda rows: [index[i] for i in rows.image_id]  # noqa: E731
     ranklist_figure(frame.iloc[pos(q)], frame.iloc[pos(g)], feats[pos(q)], feats[pos(g)],
                     REPORTS / "ranklists" / f"{key}.png")
-
-
-def _loss_of(model: str, params: dict) -> str | None:
-    """The loss the cell's model was trained with (pre-training is softmax), for the report."""
-    kind, key = model.split("/", 1)
-    if kind == "pretrain":
-        return "softmax"
-    runs = {"train": "train.runs", "finetune": "finetune.runs", "finetune_variant": "mask_variants"}
-    return get(params, f"{runs[kind]}.{key}.loss", None) if kind in runs else None
-
-
-def _pretrain_sets(model: str, params: dict) -> list[str]:
-    kind, key = model.split("/", 1)
-    if kind == "pretrain":
-        return list(get(params, f"pretrain.runs.{key}.sets", []))
-    runs = "mask_variants" if kind == "finetune_variant" else "finetune.runs"
-    init = get(params, f"{runs}.{key}.init", None)
-    return list(get(params, f"pretrain.runs.{init}.sets", [])) if init else []
-

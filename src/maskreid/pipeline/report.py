@@ -10,7 +10,7 @@ from pathlib import Path
 from maskreid.config import get
 from maskreid.io import write_json, write_text
 from maskreid.pipeline import METRICS, REPORTS
-from maskreid.pipeline.train import variant_cell
+from maskreid.pipeline.train import RUN_SECTIONS, variant_cell
 
 def run_report(_key: str, params: dict) -> dict:
     from maskreid.report import build_report, load_cells
@@ -22,7 +22,7 @@ def run_report(_key: str, params: dict) -> dict:
     write_text(REPORTS / "tables.md", md)
     write_json(REPORTS / "tables.json", js)
     write_json(METRICS / "headline.json", headline_metrics(cell_params, cells))
-    runs = {kind: list(get(params, key, {}) or {}) for kind, key in RUN_KINDS.items()}
+    runs = {kind: list(get(params, key, {}) or {}) for kind, key in RUN_SECTIONS.items()}
     collect_plots(list(cell_params), runs, REPORTS / "cmc", Path("dvclive"), REPORTS / "curves")
     return js
 
@@ -46,9 +46,6 @@ def headline_metrics(cell_params: dict, cells: dict) -> dict:
 CURVES = ("train/loss", "val/")  # what the plots page shows: the loss, and validation where logged
 
 # dvclive/<kind>/<run> -> the params section that configures the runs of that kind
-RUN_KINDS = {"segmenter": "segmenter.runs", "pretrain": "pretrain.runs", "finetune": "finetune.runs",
-             "train": "train.runs", "finetune_variant": "mask_variants"}
-
 
 def collect_plots(cells: list[str], runs: dict[str, list[str]], cmc_dir: Path, live_root: Path,
                   out_dir: Path) -> list[Path]:

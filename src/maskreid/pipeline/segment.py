@@ -13,13 +13,15 @@ def run_train_segmenter(key: str, params: dict) -> dict:
     """Real parsing masks -> a person segmenter for re-ID crops (checkpoint + ONNX) + its metrics."""
     from dvclive import Live
 
-    from maskreid.segment.trainer import train_segmenter
+    from maskreid.segment.trainer import STATE_NAME, train_segmenter
 
     cfg = dict(get(params, f"segmenter.runs.{key}"))
     cfg["parsing_tar"] = cfg.pop("parsing_source")
     cfg["market_tar"] = cfg.pop("images_source")
     out_dir = MODELS / "segmenter" / key
-    with Live(str(Path("dvclive") / "segmenter" / key), dvcyaml=False, save_dvc_exp=False) as live:
+    # resume=True keeps the curve of a killed run; train_segmenter drops the rows past its checkpoint
+    with Live(str(Path("dvclive") / "segmenter" / key), dvcyaml=False, save_dvc_exp=False,
+              resume=(out_dir / STATE_NAME).exists()) as live:
         summary = train_segmenter(cfg, out_dir, live=live)
     write_json(METRICS / "segmenter" / f"{key}.json", {"run": key, **summary})
     return summary
@@ -43,9 +45,9 @@ def _segmenter_held_out(cfg: dict) -> set[int] | None:
     """Identities a trained smp segmenter never trained on (from its checkpoint), else None."""
     if cfg.get("backend") != "smp":
         return None
-    import torch
+    from maskreid.segment.seg_model import read_checkpoint
 
-    ckpt = torch.load(cfg["model"], map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(cfg["model"])
     pids = (ckpt.get("train_summary") or {}).get("val_pids")
     return {int(p) for p in pids} if pids else None
 

@@ -142,6 +142,33 @@ def run_train(key: str, params: dict) -> dict:
     return _train("train", key, run, [run["dataset"]], run["loss"], None, params)
 
 
+# where each kind of run keeps its runs in params: the one mapping the evaluate and report stages use
+RUN_SECTIONS = {"segmenter": "segmenter.runs", "pretrain": "pretrain.runs", "finetune": "finetune.runs",
+                "train": "train.runs", "finetune_variant": "mask_variants"}
+
+
+def run_of(model: str, params: dict) -> tuple[str, dict]:
+    """A cell's ``model`` (``<kind>/<run>``) -> (kind, that run's params; {} for an unknown kind or run)."""
+    kind, key = model.split("/", 1)
+    section = RUN_SECTIONS.get(kind)
+    return kind, (dict(get(params, f"{section}.{key}", {}) or {}) if section else {})
+
+
+def loss_of(model: str, params: dict) -> str | None:
+    """The loss a cell's model was trained with (pre-training is softmax), for the report."""
+    kind, run = run_of(model, params)
+    return "softmax" if kind == "pretrain" else run.get("loss")
+
+
+def pretrain_sets_of(model: str, params: dict) -> list[str]:
+    """The sets behind a cell's model: its own (pre-training) or its ``init`` model's."""
+    kind, run = run_of(model, params)
+    if kind == "pretrain":
+        return list(run.get("sets", []))
+    init = run.get("init")
+    return list(get(params, f"pretrain.runs.{init}.sets", []) or []) if init else []
+
+
 def variant_cell(key: str, variant: dict) -> tuple[str, dict]:
     """The table cell (name, cell params) a mask variant's fine-tuned model is evaluated as."""
     return f"masks_{key}", {"model": f"finetune_variant/{key}", "dataset": variant["dataset"]}

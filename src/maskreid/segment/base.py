@@ -12,7 +12,6 @@ import hashlib
 import importlib
 import json
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,14 +31,6 @@ def fingerprint_of(backend: str, weights_sha256: str | None, params: dict[str, A
     blob = json.dumps({"backend": backend, "weights": weights_sha256, "params": params},
                       sort_keys=True, default=str)
     return f"{backend}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Segmenter(ABC):

@@ -21,7 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from maskreid.segment.base import Segmenter, check_batch, file_sha256, fingerprint_of
+from maskreid.io import file_digest
+from maskreid.segment.base import Segmenter, check_batch, fingerprint_of
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class OnnxSegmenter(Segmenter):
             raise FileNotFoundError(
                 f"segmentation model file {self.path} not found (expected sha256 {self.expected_sha256}); "
                 f"get {WHERE_TO_GET}, and place it there or pass params.path")
-        actual = file_sha256(self.path)
+        actual = file_digest(self.path)
         if actual != self.expected_sha256:
             raise ValueError(
                 f"segmentation model file {self.path} has sha256 {actual}, expected {self.expected_sha256}: "

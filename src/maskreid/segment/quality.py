@@ -27,11 +27,25 @@ TILE = (64, 128)  # gallery tile (width, height)
 
 
 def mask_iou(pred: np.ndarray, ref: np.ndarray) -> float:
-    """IoU of two boolean masks of one shape; two empty masks agree perfectly (1.0)."""
-    if pred.shape != ref.shape:
-        raise ValueError(f"mask shapes differ: {pred.shape} vs {ref.shape}")
-    union = np.logical_or(pred, ref).sum()
-    return 1.0 if union == 0 else float(np.logical_and(pred, ref).sum() / union)
+    """IoU of two boolean masks of one shape, every pixel pooled; two empty masks agree perfectly (1.0)."""
+    if np.shape(pred) != np.shape(ref):
+        raise ValueError(f"mask shapes differ: {np.shape(pred)} vs {np.shape(ref)}")
+    return float(_iou(pred, ref, axis=None))
+
+
+def per_crop_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU of boolean masks per crop (N×H×W each); a crop where both are empty scores 1."""
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    if pred.shape != gt.shape or pred.ndim != 3:
+        raise ValueError(f"per_crop_iou needs two N×H×W masks of one shape, got {pred.shape} and {gt.shape}")
+    return _iou(pred, gt, axis=(1, 2))
+
+
+def _iou(pred: np.ndarray, ref: np.ndarray, axis) -> np.ndarray:
+    """The one IoU formula behind both: intersection over union summed over ``axis``, 1 where the union is empty."""
+    inter = np.logical_and(pred, ref).sum(axis=axis)
+    union = np.logical_or(pred, ref).sum(axis=axis)
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
 
 
 def mask_confidence(mask: np.ndarray) -> float:

@@ -1,13 +1,11 @@
 """A segmentation-models-pytorch person segmenter from our own checkpoint (see segment/trainer.py).
 
-Checkpoint format (agreed with the trainer): ``torch.save`` of a dict with ``arch`` (smp
-architecture name, e.g. "Unet"), ``encoder_name``, ``classes`` (1), ``input_size`` [H, W],
-``mean``/``std`` (3 floats each, applied to x/255), ``state_dict``. The model is rebuilt with
-``encoder_weights=None`` (the checkpoint holds every weight) and its single logit is sigmoided.
+Checkpoint format and loader: ``seg_model`` (shared with the trainer). This backend takes a
+person-only checkpoint (``classes`` 1), whose single logit is sigmoided.
 
 Runtime: the trainer writes ``segmenter.onnx`` beside the checkpoint. On CPU that export runs on
-onnxruntime, measured ~3x faster than eager PyTorch on this 2-core machine (413 vs 137 crops/s,
-batch 64, 2 threads), so ``runtime="auto"`` picks it on CPU and PyTorch (AMP) on CUDA. Before the
+onnxruntime, several times faster than eager PyTorch (the current figures: docs/benchmarks.md,
+Segmentation), so ``runtime="auto"`` picks it on CPU and PyTorch (AMP) on CUDA. Before the
 export is trusted it must reproduce the checkpoint's logits on a seeded probe batch.
 """
 
@@ -20,34 +18,21 @@ import cv2
 import numpy as np
 import torch
 
-from maskreid.segment.base import Segmenter, check_batch, file_sha256, fingerprint_of
+from maskreid.io import file_digest
+from maskreid.segment.base import Segmenter, check_batch, fingerprint_of
 from maskreid.segment.onnx_seg import resolve_model_path, sigmoid
+from maskreid.segment.seg_export import onnx_session
+from maskreid.segment.seg_model import load_segmenter
 
 log = logging.getLogger(__name__)
 
-REQUIRED_KEYS = ("arch", "encoder_name", "classes", "input_size", "mean", "std", "state_dict")
-
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    import segmentation_models_pytorch as smp
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"smp checkpoint {path} not found: train one with the segmenter training "
-                                "stage (maskreid.segment.trainer) or pass params.path")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"smp checkpoint {path}: expected a dict with keys {list(REQUIRED_KEYS)}")
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-    if missing:
-        raise KeyError(f"smp checkpoint {path}: missing keys {missing} (expected {list(REQUIRED_KEYS)})")
+    """The person-only segmenter in ``path`` (eval mode, on CPU) and its checkpoint dict."""
+    net, ckpt = load_segmenter(path)
     if int(ckpt["classes"]) != 1:
         raise ValueError(f"smp checkpoint {path}: classes={ckpt['classes']}, the person segmenter has 1 logit")
-    # model_kwargs: extra architecture arguments the trainer used (e.g. a slimmer Unet decoder)
-    net = smp.create_model(ckpt["arch"], encoder_name=ckpt["encoder_name"], encoder_weights=None, classes=1,
-                           **ckpt.get("model_kwargs", {}))
-    net.load_state_dict(ckpt["state_dict"])
-    return net.eval(), ckpt
+    return net, ckpt
 
 
 RUNTIMES = ("auto", "torch", "onnx")
@@ -94,8 +79,6 @@ class SmpSegmenter(Segmenter):
                 raise ValueError("smp segmenter runtime='onnx' runs on CPU; use runtime='torch' (or 'auto') on CUDA")
             if not onnx_path.is_file():
                 raise FileNotFoundError(f"smp segmenter runtime='onnx' needs the export {onnx_path} beside {self.path}")
-            from maskreid.segment.trainer import onnx_session
-
             self.session = onnx_session(onnx_path, threads or None)
             self.onnx_probe_diff = _check_onnx_matches(self.session, net, self.size, onnx_path, self.path)
         else:
@@ -106,7 +89,7 @@ class SmpSegmenter(Segmenter):
         self._std = np.asarray(ckpt["std"], np.float32).reshape(1, 3, 1, 1)
         self.name = f"smp:{ckpt['arch']}-{ckpt['encoder_name']}"
         # the runtime is part of what made a mask (float differences of ~1e-5 in the logits)
-        self._fp = fingerprint_of("smp", file_sha256(self.path), {"size": list(self.size), "runtime": runtime})
+        self._fp = fingerprint_of("smp", file_digest(self.path), {"size": list(self.size), "runtime": runtime})
         log.info("smp segmenter %s from %s on %s (%s)", self.name, self.path, self.device, runtime)
 
     @property

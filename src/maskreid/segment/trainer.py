@@ -3,13 +3,7 @@
 Why our own: generic segmenters are trained on full scenes (VOC, selfies) and are slow per crop;
 Market's parsing maps give real silhouettes at the crops' own 128×64 scale. The product is a
 checkpoint + ONNX pair in the format the ``smp``/``onnx`` backends of ``maskreid.segment`` load:
-
-``segmenter.pt`` = ``torch.save`` dict with keys ``arch``, ``encoder_name``, ``classes``,
-``input_size`` [H, W], ``mean``, ``std``, ``state_dict``, ``train_summary`` and ``model_kwargs``
-(extra ``smp.create_model`` keyword arguments, e.g. ``decoder_channels``; ``{}`` means smp's
-defaults). ``classes`` is 1 (sigmoid = person probability), or 20 when trained on part labels
-(person logit = logsumexp(parts) - background; ``load_segmenter`` hides the difference).
-``segmenter.onnx``: input ``image`` N×3×H×W (normalised), output ``logits`` N×1×H×W person logit.
+``segmenter.pt`` (format and loader in ``seg_model``) and ``segmenter.onnx`` (``seg_export``).
 
 Config keys of ``train_segmenter`` (see ``DEFAULT_CFG``):
   arch             "Unet" | "DeepLabV3Plus"
@@ -41,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -52,7 +45,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from maskreid.segment import parsing_data
+from maskreid.io import load_checkpoint, torch_save, truncate_curves, write_json
+from maskreid.segment import parsing_data, seg_model
 from maskreid.segment.mobilenet_init import load_mobilenet_v2_imagenet
 from maskreid.segment.parsing_data import (
     NUM_PART_CLASSES,
@@ -62,12 +56,16 @@ from maskreid.segment.parsing_data import (
     load_pairs_from_shards,
     split_pairs,
 )
+from maskreid.segment.quality import per_crop_iou
+from maskreid.segment.seg_bench import bench_cpu
+from maskreid.segment.seg_export import export_onnx, verify_onnx
+from maskreid.segment.seg_model import PartAuxHead, PersonLogit, build_model, predict_probs, read_checkpoint
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-CHECKPOINT_NAME = "segmenter.pt"
+SEGMENTER_NAME = "segmenter.pt"
 ONNX_NAME = "segmenter.onnx"
 METRICS_NAME = "metrics.json"
 STATE_NAME = "train_state.pt"
@@ -110,91 +108,13 @@ DEFAULT_CFG: dict = {
 # ---------------------------------------------------------------- model
 
 
-def build_model(arch: str, encoder_name: str, classes: int, model_kwargs: dict | None = None) -> nn.Module:
-    """The one place the network is built, so training and loading agree."""
-    import segmentation_models_pytorch as smp
-
-    if arch not in ("Unet", "DeepLabV3Plus"):
-        raise ValueError(f"arch must be 'Unet' or 'DeepLabV3Plus', got {arch!r}")
-    return smp.create_model(arch, encoder_name=encoder_name, encoder_weights=None, classes=classes, **(model_kwargs or {}))
-
-
-class PersonLogit(nn.Module):
-    """Wraps a segmenter so it always returns the N×1×H×W person logit (what ONNX exports)."""
-
-    def __init__(self, net: nn.Module, classes: int):
-        super().__init__()
-        self.net = net
-        self.classes = classes
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        out = self.net(image)
-        if self.classes == 1:
-            return out
-        return torch.logsumexp(out[:, 1:], dim=1, keepdim=True) - out[:, :1]
-
-
-class PartAuxHead(nn.Module):
-    """Training-only 20-class head beside the person head, on the same decoder output."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.conv = nn.Conv2d(net.segmentation_head[0].in_channels, NUM_PART_CLASSES, 3, padding=1)
-
-    def forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dec = net.decoder(net.encoder(x))
-        return net.segmentation_head(dec), self.conv(dec)
-
-
 def _model_kwargs(cfg: dict) -> dict:
     if cfg["arch"] == "Unet" and cfg.get("decoder_channels"):
         return {"decoder_channels": [int(c) for c in cfg["decoder_channels"]]}
     return {}
 
 
-def load_segmenter(path: str | Path, device: str = "cpu") -> tuple[PersonLogit, dict]:
-    """Load ``segmenter.pt`` -> (eval model returning the person logit, checkpoint dict)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = {"arch", "encoder_name", "classes", "input_size", "mean", "std", "state_dict"} - set(ckpt)
-    if missing:
-        raise ValueError(f"{path}: not a segmenter checkpoint, missing keys {sorted(missing)}")
-    net = build_model(ckpt["arch"], ckpt["encoder_name"], int(ckpt["classes"]), ckpt.get("model_kwargs"))
-    net.load_state_dict(ckpt["state_dict"])
-    return PersonLogit(net, int(ckpt["classes"])).to(device).eval(), ckpt
-
-
-# ---------------------------------------------------------------- metrics and inference
-
-
-def per_crop_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """IoU of boolean masks per crop (N×H×W each); a crop where both are empty scores 1."""
-    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
-    if pred.shape != gt.shape or pred.ndim != 3:
-        raise ValueError(f"per_crop_iou needs two N×H×W masks of one shape, got {pred.shape} and {gt.shape}")
-    inter = np.logical_and(pred, gt).sum(axis=(1, 2))
-    union = np.logical_or(pred, gt).sum(axis=(1, 2))
-    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
-
-
-def _normalise(images: np.ndarray, mean, std) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-
-
-@torch.inference_mode()
-def predict_probs(model: nn.Module, images: np.ndarray, input_size, mean, std, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """Person probability N×H×W (float32) at the crops' own size for RGB uint8 crops N×H×W×3."""
-    h, w = images.shape[1:3]
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = _normalise(images[i : i + batch_size], mean, std).to(device)
-        if tuple(input_size) != (h, w):
-            x = F.interpolate(x, size=tuple(input_size), mode="bilinear", align_corners=False, antialias=True)
-        p = torch.sigmoid(model(x).float())
-        if p.shape[-2:] != (h, w):
-            p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
-        out.append(p[:, 0].cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, h, w), np.float32)
+# ---------------------------------------------------------------- held-out figures
 
 
 def evaluate_iou(model: nn.Module, pairs: ParsingPairs, input_size, mean, std, device: str = "cpu") -> dict:
@@ -202,95 +122,6 @@ def evaluate_iou(model: nn.Module, pairs: ParsingPairs, input_size, mean, std, d
     probs = predict_probs(model, pairs.images, input_size, mean, std, device=device)
     iou = per_crop_iou(probs > 0.5, pairs.labels > 0)
     return {"iou_mean": float(iou.mean()), "iou_p10": float(np.percentile(iou, 10)), "n_crops": int(len(iou))}
-
-
-# ---------------------------------------------------------------- atomic IO
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- export and benchmark
-
-
-def export_onnx(model: PersonLogit, input_size, path: Path, opset: int = 17) -> None:
-    """torch.onnx.export with a dynamic batch; written to a temp file, then renamed."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.onnx")
-    dummy = torch.zeros(2, 3, *input_size)
-    model = model.cpu().eval()
-    torch.onnx.export(
-        model, (dummy,), str(tmp), input_names=["image"], output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset, dynamo=False,
-    )
-    os.replace(tmp, path)
-
-
-def onnx_session(path: str | Path, threads: int | None = None):
-    """onnxruntime CPU session (threads = intra-op threads; None = ORT default)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def verify_onnx(model: PersonLogit, onnx_path: Path, images: np.ndarray, input_size, mean, std) -> dict:
-    """ONNX vs checkpoint masks (prob>0.5) on real crops: pooled IoU must reach 0.99."""
-    x = _normalise(images, mean, std)
-    if tuple(x.shape[-2:]) != tuple(input_size):
-        x = F.interpolate(x, size=tuple(input_size), mode="bilinear", align_corners=False, antialias=True)
-    with torch.inference_mode():
-        ref = model.cpu().eval()(x).numpy()
-    got = onnx_session(onnx_path).run(["logits"], {"image": x.numpy()})[0]
-    a, b = ref[:, 0] > 0, got[:, 0] > 0
-    union = np.logical_or(a, b).sum()
-    pooled = 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-    res = {"onnx_vs_torch_iou": pooled, "onnx_max_abs_logit_diff": float(np.abs(ref - got).max()), "n_crops": int(len(images))}
-    if pooled < 0.99:
-        raise RuntimeError(f"{onnx_path}: ONNX masks disagree with the checkpoint (IoU {pooled:.4f} < 0.99)")
-    return res
-
-
-def bench_cpu(model: nn.Module | None, onnx_path: Path | None, input_size, batch: int = 64, repeats: int = 5, threads: int | None = None) -> dict:
-    """CPU crops/s of batch inference (median of ``repeats`` timed batches after one warm-up)."""
-    x = torch.randn(batch, 3, *input_size)
-    res: dict = {"bench_batch": batch, "bench_threads": threads or torch.get_num_threads()}
-    if model is not None:
-        old = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        model = model.cpu().eval()
-        times = []
-        with torch.inference_mode():
-            model(x)
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - t0)
-        torch.set_num_threads(old)
-        res["cpu_crops_per_s_torch"] = batch / float(np.median(times))
-    if onnx_path is not None:
-        sess = onnx_session(onnx_path, threads or torch.get_num_threads())
-        xn = x.numpy()
-        sess.run(["logits"], {"image": xn})
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            sess.run(["logits"], {"image": xn})
-            times.append(time.perf_counter() - t0)
-        res["cpu_crops_per_s_onnx"] = batch / float(np.median(times))
-    return res
 
 
 # ---------------------------------------------------------------- training
@@ -330,7 +161,7 @@ def training_digest(pairs: ParsingPairs) -> str:
     h.update("\n".join(pairs.names).encode())
     for arr in (pairs.pids, pairs.images, pairs.labels):
         h.update(np.ascontiguousarray(arr).data)
-    for src in (Path(__file__), Path(parsing_data.__file__)):
+    for src in (Path(__file__), Path(parsing_data.__file__), Path(seg_model.__file__)):
         h.update(src.read_bytes())
     return h.hexdigest()
 
@@ -385,7 +216,7 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     net = build_model(cfg["arch"], cfg["encoder"], classes, mkw)
     init = {"init": "random", "source": None, "tensors": 0}
     if cfg["init_from"]:
-        prev = torch.load(cfg["init_from"], map_location="cpu", weights_only=True)
+        prev = read_checkpoint(cfg["init_from"])
         if (prev.get("arch"), prev.get("model_kwargs", {}), int(prev.get("classes", -1))) != (cfg["arch"], mkw, classes):
             raise ValueError(f"init_from {cfg['init_from']}: arch/model_kwargs/classes differ from this cfg")
         net.load_state_dict(prev["state_dict"])
@@ -427,7 +258,7 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     step, history, resume_rng = 0, {"loss": [], "val": []}, None
     state_path = out_dir / STATE_NAME
     digest = training_digest(pairs)
-    st = torch.load(state_path, map_location=device, weights_only=True) if state_path.exists() else None
+    st = load_checkpoint(state_path) if state_path.exists() else None  # an unreadable one is moved aside
     # defaults filled in: a state written before a cfg key existed still matches its default
     if st is not None and ({**DEFAULT_CFG, **st["cfg"], "threads": None} != {**cfg, "threads": None} or st.get("inputs") != digest):
         log.warning("%s was written under another cfg, training data or training code: starting over and overwriting it", state_path)
@@ -443,9 +274,11 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
         resume_rng = st["torch_rng"]
         step, history = st["step"], st["history"]
         log.info("resumed segmenter training from %s at step %d", state_path, step)
+    if getattr(live, "plots_dir", None):  # the curve up to the resumed step stays; a fresh start keeps none
+        truncate_curves(Path(live.plots_dir), step if st is not None else -1)
 
     def save_state():
-        _atomic_torch_save(
+        torch_save(
             {"cfg": {k: v for k, v in cfg.items() if k != "threads"}, "model": net.state_dict(),
              **({"aux": aux.state_dict()} if aux is not None else {}), "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -533,14 +366,14 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
         "state_dict": {k: v.cpu().contiguous() for k, v in net.state_dict().items()},
         "train_summary": {k: v for k, v in summary.items() if k not in ("loss_history", "val_history")},
     }
-    _atomic_torch_save(ckpt, out_dir / CHECKPOINT_NAME)
+    torch_save(ckpt, out_dir / SEGMENTER_NAME)
     export_onnx(net_cpu, input_size, out_dir / ONNX_NAME)
     ver_images = (val_set if len(val_set) else train_set).images[:64]
     summary.update(verify_onnx(net_cpu, out_dir / ONNX_NAME, ver_images, input_size, IMAGENET_MEAN, IMAGENET_STD))
     summary.update(bench_cpu(net_cpu, out_dir / ONNX_NAME, input_size, cfg["bench_batch"], cfg["bench_repeats"], cfg["threads"]))
     summary["total_seconds_this_run"] = time.time() - t_start
     metrics = {k: v for k, v in summary.items() if k not in ("loss_history", "val_history", "val_pids")}
-    _atomic_write_text(json.dumps(metrics, indent=2) + "\n", out_dir / METRICS_NAME)
+    write_json(out_dir / METRICS_NAME, metrics)
     if live is not None:
         for k in ("val_iou_mean", "val_iou_p10", "cpu_crops_per_s_torch", "cpu_crops_per_s_onnx"):
             live.summary[k] = summary[k]

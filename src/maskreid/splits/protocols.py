@@ -57,6 +57,8 @@ class SingleShotRule:
         a gallery image (from another camera than the probe's when the identity has one). In the
         manifest these rows carry the *view* as camid (probe 0, gallery 1), so evaluation treats
         them like VIPeR's cam A/B; train rows keep the shard's camid.
+    train_only: a set used for pre-training alone (Shinpuhkan: the paper trains on all of it, and
+        DGD's split holds none of it out): every image is ``train`` in every trial.
     """
 
     n_test: int | None = None
@@ -64,6 +66,7 @@ class SingleShotRule:
     cam_b_only_gallery: bool = False
     drop_cam_a_only: bool = False
     random_views: bool = False
+    train_only: bool = False
 
 
 # The DGD scheme per dataset (PROTOCOL.md). Keys are dataset names as in the image shards.
@@ -73,6 +76,7 @@ SINGLE_SHOT_RULES: dict[str, SingleShotRule] = {
     "ilids": SingleShotRule(n_test=59, random_views=True),  # 119 ids: 60 train / 59 test
     "prid2011": SingleShotRule(100, 200, cam_b_only_gallery=True, drop_cam_a_only=True),  # 200 shared
     "threedpes": SingleShotRule(n_test=100, random_views=True),  # 192 ids: 92 train / 100 test
+    "shinpuhkan": SingleShotRule(train_only=True),  # 24 ids, pre-training only: all of it trains
 }
 SINGLE_SHOT_RULES["prid"] = SINGLE_SHOT_RULES["prid2011"]
 SINGLE_SHOT_RULES["3dpes"] = SINGLE_SHOT_RULES["threedpes"]
@@ -124,6 +128,8 @@ def _pick_one(part: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
 
 def _single_shot(name: str, frame: pd.DataFrame, seed: int, trials: int) -> pd.DataFrame:
     rule = SINGLE_SHOT_RULES.get(name, DEFAULT_RULE)
+    if rule.train_only:
+        return _finish([_rows(frame, t, "train") for t in range(trials)])
     if rule.random_views:
         return _single_shot_random_views(name, frame, rule, seed, trials)
     has = frame.assign(a=frame["camid"] == 0, b=frame["camid"] == 1).groupby("pid")[["a", "b"]].any()
@@ -234,7 +240,8 @@ def eval_pids(manifest: pd.DataFrame, trial: int = 0) -> set[int]:
 
 
 def zero_is_distractor(manifest: pd.DataFrame) -> bool:
-    """Whether pid 0 marks distractors (Market/Duke: in the gallery, never a query) rather than a
-    real person (VIPeR numbers its people from 000)."""
+    """Whether pid 0 marks distractors (Market: in the gallery, never a query) rather than a real
+    person (VIPeR numbers its people from 000). It must be seen in a gallery: VIPeR's person 000,
+    when it trains in every trial (``trials=1``, seed 1), is in no query either, and is a person."""
     zero = manifest.loc[manifest["pid"] == 0, "role"]
-    return bool(len(zero)) and not zero.isin(["query", "multiquery"]).any()
+    return bool(zero.eq("gallery").any()) and not zero.isin(["query", "multiquery"]).any()

@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
+import tempfile
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -46,14 +50,66 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_image(data: bytes, image_id: str = "<unknown>") -> np.ndarray:
-    """Decode encoded bytes to an RGB uint8 HxWx3 array, naming the image on failure."""
+def decode_image(data: bytes, image_id: str = "<unknown>", strict: bool = False) -> np.ndarray:
+    """Decode encoded bytes to an RGB uint8 HxWx3 array, naming the image on failure.
+
+    ``strict`` also refuses a JPEG whose data libjpeg finds damaged (garbage inside the entropy-
+    coded data: OpenCV returns a picture with a smeared band and libjpeg only prints a warning).
+    Ingest decodes every image so; readers of the shards, which hold only images that passed,
+    decode without the check."""
     if not data:
         raise CorruptImageError(f"image {image_id!r}: empty bytes")
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    buf = np.frombuffer(data, np.uint8)
+    if strict and data[:2] == _JPEG_SOI:
+        arr, damage = _decode_jpeg_checked(buf)
+        if damage:
+            more = f" (+{len(damage) - 1} more)" if len(damage) > 1 else ""
+            raise CorruptImageError(
+                f"image {image_id!r}: damaged JPEG data (libjpeg: {damage[0]}{more}); it would decode "
+                "to a corrupted picture"
+            )
+    else:
+        arr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if arr is None:
         raise CorruptImageError(f"image {image_id!r}: cannot be decoded (truncated or not an image)")
     return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+_JPEG_SOI = b"\xff\xd8"
+# libjpeg's warnings about damaged data (jerror.h, JWRN_*): decoding goes on after them
+_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS parameters",
+                "Inconsistent progression sequence")
+_stderr_lock = threading.Lock()
+_capture: dict[int, IO[bytes]] = {}  # pid -> temp file (a forked child must not share its parent's)
+
+
+def _decode_jpeg_checked(buf: np.ndarray) -> tuple[np.ndarray | None, list[str]]:
+    """cv2.imdecode with fd 2 sent to a temp file meanwhile: libjpeg reports damaged data only
+    there (OpenCV keeps its default message handler). Returns the array and libjpeg's damage
+    warnings; any other text caught in the window is written on to stderr."""
+    with _stderr_lock:
+        f = _capture.get(os.getpid())
+        if f is None:
+            f = _capture[os.getpid()] = tempfile.TemporaryFile()
+        f.seek(0)
+        f.truncate()
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(f.fileno(), 2)
+            arr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if os.fstat(f.fileno()).st_size == 0:
+            return arr, []
+        f.seek(0)
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    damage = [ln for ln in lines if ln.startswith(_JPEG_DAMAGE)]
+    other = [ln for ln in lines if ln not in damage]
+    if other:
+        print("\n".join(other), file=sys.stderr)
+    return arr, damage
 
 
 def encode_png(arr: np.ndarray) -> bytes:

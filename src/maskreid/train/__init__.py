@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from maskreid.io import torch_save
 from maskreid.train import distributed
 from maskreid.train.arrays import ArrayDataset
 from maskreid.train.data import (
@@ -24,7 +25,7 @@ from maskreid.train.data import (
     add_labels,
     attach_images,
 )
-from maskreid.train.loop import CHECKPOINT_NAME, DEFAULTS, fit, flush_denormals, save_atomic
+from maskreid.train.loop import CHECKPOINT_NAME, DEFAULTS, fit, flush_denormals
 
 MODEL_NAME = "model.pt"
 # which batch a loss needs when sampler_cfg does not say: softmax is plain shuffled batches,
@@ -185,7 +186,7 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
         if live is not None:
             live.end()
     if info.is_main:
-        save_atomic(
+        torch_save(
             {"arch": arch, "feat_dim": model.feat_dim, "num_classes": num_classes,
              "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "input_size": list(size), "streams": list(model.streams), "mask_mode": mask_mode,

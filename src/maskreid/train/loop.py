@@ -10,8 +10,14 @@ so resuming never depends on replaying a global RNG stream.
 - ``optimizer``: ``sgd`` | ``adam``; ``lr``; ``momentum`` (SGD; Adam's beta1); ``nesterov``;
   ``weight_decay``.
 - ``schedule``: ``cosine`` (to ``lr * min_lr_ratio``) | ``step`` (``lr * gamma`` every
-  ``step_size`` steps, or at each of ``milestones`` steps) | ``constant``; ``warmup_steps``
-  (linear warm-up from ``lr * warmup_factor``). The schedule is per optimizer step.
+  ``step_size`` steps, or at each of ``milestones`` steps) | ``poly`` (Caffe's:
+  ``lr * (1 - t / total) ** power``, floored at ``lr * min_lr_ratio``; DGD's per-dataset solvers)
+  | ``step_linear`` (``lr * (1 - gamma * (t // step_size))``, floored at ``lr * min_lr_ratio``: our
+  reading of DGD's joint-training ``stepdecr``) | ``constant``; ``warmup_steps`` (linear warm-up
+  from ``lr * warmup_factor``). The schedule is per optimizer step.
+- ``bias_lr_mult`` / ``norm_bias_decay``: Caffe-style per-parameter multipliers (DGD's prototxt:
+  biases at twice the lr and, with norm-layer parameters, without weight decay when
+  ``norm_bias_decay`` is false). The defaults (1.0, true) keep one parameter group.
 - ``epochs`` or ``max_steps`` (``max_steps`` wins when set); an epoch is ``len(batch_sampler)``.
 - ``log_every`` (steps), ``checkpoint_every`` (steps; 0 = only the final one), ``resume``.
 - ``seed``; ``num_workers`` (DataLoader workers that decode images; 0 decodes in-process).
@@ -33,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import random
 import time
 import warnings
@@ -46,7 +51,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from maskreid.io import atomic_write
+from maskreid.io import load_checkpoint, torch_save, truncate_curves
 from maskreid.train import distributed as dist_utils
 from maskreid.train.data import SeededBatches
 
@@ -63,6 +68,9 @@ DEFAULTS: dict = {
     "step_size": None,
     "milestones": None,
     "gamma": 0.1,
+    "power": 1.0,
+    "bias_lr_mult": 1.0,
+    "norm_bias_decay": True,
     "warmup_steps": 0,
     "warmup_factor": 0.01,
     "epochs": 1,
@@ -85,6 +93,10 @@ DEFAULTS: dict = {
 }
 # keys that do not change the result: a checkpoint written under other values still resumes
 _NON_RESULT_KEYS = {"log_every", "checkpoint_every", "resume", "num_workers", "progress", "device"}
+# options added after runs were committed: left out of the fingerprint at their default, so the
+# fingerprint (kept in model.pt and the train metrics) of every earlier configuration is unchanged
+_LATER_KEYS = {"power", "bias_lr_mult", "norm_bias_decay"}
+_SCHEDULES = ("cosine", "step", "poly", "step_linear", "constant")
 
 
 def resolve_cfg(cfg: dict | None) -> dict:
@@ -94,8 +106,10 @@ def resolve_cfg(cfg: dict | None) -> dict:
         raise KeyError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     if cfg["optimizer"] not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg['optimizer']!r}")
-    if cfg["schedule"] not in ("cosine", "step", "constant"):
-        raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {cfg['schedule']!r}")
+    if cfg["schedule"] not in _SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(_SCHEDULES)}, got {cfg['schedule']!r}")
+    if cfg["schedule"] == "step_linear" and not cfg["step_size"]:
+        raise ValueError("schedule 'step_linear' needs step_size (DGD's stepsize)")
     if cfg["amp"] not in ("bf16", "fp16", "none", None, False):
         raise ValueError(f"amp must be 'bf16', 'fp16' or 'none', got {cfg['amp']!r}")
     if cfg["loss_input"] not in ("feat", "logits"):
@@ -105,8 +119,28 @@ def resolve_cfg(cfg: dict | None) -> dict:
 
 def fingerprint(cfg: dict) -> str:
     """Hash of the options that change the trained weights (``meta`` included)."""
-    keep = {k: v for k, v in cfg.items() if k not in _NON_RESULT_KEYS}
+    keep = {k: v for k, v in cfg.items()
+            if k not in _NON_RESULT_KEYS and not (k in _LATER_KEYS and v == DEFAULTS[k])}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def param_groups(model: nn.Module, cfg: dict) -> list[dict] | list[nn.Parameter]:
+    """All parameters in one group, or Caffe's split when ``bias_lr_mult`` / ``norm_bias_decay``
+    ask for it: weights of conv/linear layers; their biases (lr x ``bias_lr_mult``); norm-layer
+    parameters. Biases and norm parameters get no weight decay unless ``norm_bias_decay``."""
+    if cfg["bias_lr_mult"] == 1.0 and cfg["norm_bias_decay"]:
+        return list(model.parameters())
+    norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    weights, biases, norms = [], [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            (norms if isinstance(module, norm_types) else biases if name == "bias" else weights).append(p)
+    decay = cfg["weight_decay"]
+    other_decay = decay if cfg["norm_bias_decay"] else 0.0
+    groups = [{"params": weights},
+              {"params": biases, "lr": cfg["lr"] * cfg["bias_lr_mult"], "weight_decay": other_decay},
+              {"params": norms, "weight_decay": other_decay}]
+    return [g for g in groups if g["params"]]
 
 
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
@@ -133,6 +167,11 @@ def lr_factor(step: int, total: int, cfg: dict) -> float:
             return cfg["gamma"] ** sum(step >= m for m in cfg["milestones"])
         size = cfg["step_size"] or max(total // 3, 1)
         return cfg["gamma"] ** (step // size)
+    if cfg["schedule"] == "step_linear":
+        return max(1 - cfg["gamma"] * ((step - warm) // cfg["step_size"]), cfg["min_lr_ratio"])
+    if cfg["schedule"] == "poly":
+        t = min((step - warm) / max(total - warm, 1), 1.0)
+        return max((1 - t) ** cfg["power"], cfg["min_lr_ratio"])
     span = max(total - warm, 1)
     t = min((step - warm) / span, 1.0)
     lo = cfg["min_lr_ratio"]
@@ -161,30 +200,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(path: Path) -> dict | None:
-    """The resume checkpoint, or None after moving an unreadable one aside with a warning:
-    it is a persistent out, so DVC would never remove a truncated file and every rerun would fail."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        aside = path.with_name(f"{path.name}.corrupt")
-        os.replace(path, aside)
-        warnings.warn(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0]}); "
-                      f"moved to {aside}, training starts from scratch", stacklevel=2)
-        return None
-
-
-def truncate_curves(plots_dir: Path, step: int) -> None:
-    """Drop the dvclive rows logged after the checkpoint a run resumes from: the resumed run logs
-    those steps again, so its curve then equals an uninterrupted run's."""
-    for tsv in sorted((plots_dir / "metrics").rglob("*.tsv")):
-        header, *rows = tsv.read_text().splitlines(keepends=True)
-        col = header.rstrip("\n").split("\t").index("step")
-        kept = [r for r in rows if int(r.split("\t")[col]) <= step]
-        if len(kept) != len(rows):
-            atomic_write(tsv, lambda tmp, text="".join([header, *kept]): tmp.write_text(text))
-
-
 def flush_denormals() -> None:
     """Flush fp32 denormals to zero on the CPU. Weights and activations drift into denormals as
     training goes on and x86 computes with them in microcode: a real_cpu mnv2_mf step took 0.76 s
@@ -193,11 +208,6 @@ def flush_denormals() -> None:
     ``train_model`` and ``load_model`` do, first thing (set later, it reaches the main thread only:
     0.84 s)."""
     torch.set_flush_denormal(True)
-
-
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temp sibling, then rename: a kill never leaves a truncated file."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -236,7 +246,7 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model.parameters(), cfg)
+    optimizer = build_optimizer(param_groups(model, cfg), cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg))
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
@@ -273,7 +283,7 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
     def checkpoint() -> None:
         dist_utils.barrier()
         if info.rank == 0:
-            save_atomic(
+            torch_save(
                 {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
