@@ -38,7 +38,7 @@ def _sampler_cfg(kind: str, batch_size: int, sampler: dict) -> dict:
     return table[kind]
 
 
-def _overridden(base: dict, override: dict | None, what: str) -> dict:
+def overridden(base: dict, override: dict | None, what: str) -> dict:
     """``base`` with a run's own values; a key ``base`` lacks is a typo, not a new option."""
     unknown = set(override or {}) - set(base)
     if unknown:
@@ -56,7 +56,7 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
     mappings (e.g. a longer schedule for one headline run): the stage declares ``<kind>.runs.<key>``,
     so such an override re-runs that run alone.
     """
-    optim = _overridden(dict(get(params, f"{optim_of or kind}.optim")), run.get("optim"), f"{kind}.runs: optim")
+    optim = overridden(dict(get(params, f"{optim_of or kind}.optim")), run.get("optim"), f"{kind}.runs: optim")
     optim["seed"] = get(params, "seed")
     batch_size = optim.pop("batch_size")
     sampler_cfg = _sampler_cfg(run.get("sampler") or DEFAULT_SAMPLER[loss], batch_size, get(params, "sampler"))
@@ -66,7 +66,7 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
     if kind == "train":  # from ImageNet: the mnv2 trunk's own options
         model_cfg = {"feat_dim": get(params, "model.feat_dim"), "pretrained": True,
                      "last_stride": get(params, "model.last_stride")}
-    model_cfg = _overridden(model_cfg, run.get("model"), f"{kind}.runs: model")
+    model_cfg = overridden(model_cfg, run.get("model"), f"{kind}.runs: model")
     data = get(params, f"{kind}.data", None)
     return dict(
         train_frame=frame,
