@@ -82,7 +82,7 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     assert mnv2["steps"] == 2 and Path("models/train/synthetic_mnv2_mf/model.pt").exists()
     # a recipe choice on held-out training identities, with a loss option of its own
     p["validate"]["runs"] = {"rank": {"dataset": "synthetic", "arch": "mnv2_mf", "loss": "rank", "val_ids": 2,
-                                      "seed": 0, "loss_options": {"top_k": 2}}}
+                                      "val_seed": 0, "loss_options": {"top_k": 2}}}
     val = validate.run_validate("rank", p)
     assert val["steps"] == 2 and val["loss_cfg"]["top_k"] == 2 and val["loss_cfg"]["alpha"] == p["loss"]["alpha"]
     assert val["val_ids"] == 2 and val["train_identities"] == mnv2["identities"] - 2

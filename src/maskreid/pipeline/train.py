@@ -53,11 +53,12 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
     A run may name its ``sampler`` (``shuffle`` | ``maskreid`` | ``pk``); the default follows the
     loss (``maskreid.train.DEFAULT_SAMPLER``): the paper's 1 x P + N batch for the ranking loss.
     A run may also override keys of ``<kind>.optim`` and ``model`` with its own ``optim`` / ``model``
-    mappings (e.g. a longer schedule for one headline run): the stage declares ``<kind>.runs.<key>``,
-    so such an override re-runs that run alone.
+    mappings (e.g. a longer schedule for one headline run), and the profile's ``seed`` with its own
+    (a replicate, to measure run-to-run noise): the stage declares ``<kind>.runs.<key>``, so such an
+    override re-runs that run alone.
     """
     optim = overridden(dict(get(params, f"{optim_of or kind}.optim")), run.get("optim"), f"{kind}.runs: optim")
-    optim["seed"] = get(params, "seed")
+    optim["seed"] = run.get("seed", get(params, "seed"))  # a run may repeat another with its own seed
     batch_size = optim.pop("batch_size")
     sampler_cfg = _sampler_cfg(run.get("sampler") or DEFAULT_SAMPLER[loss], batch_size, get(params, "sampler"))
     size = (get(params, "input.height"), get(params, "input.width"))

@@ -23,8 +23,8 @@ from maskreid.io import write_json
 from maskreid.pipeline import IMAGES, MASKS, MODELS, REPORTS, SPLITS
 from maskreid.pipeline.train import overridden, train_args
 
-RUN_KEYS = {"val_ids", "seed", "loss_options"}  # a validation run's own keys, beside a train run's
-TRAIN_RUN_KEYS = {"dataset", "arch", "loss", "sampler", "optim", "model"}
+RUN_KEYS = {"val_ids", "val_seed", "loss_options"}  # a validation run's own keys, beside a train run's
+TRAIN_RUN_KEYS = {"dataset", "arch", "loss", "sampler", "optim", "model", "seed"}
 
 
 def validation_params(run: dict, params: dict) -> dict:
@@ -63,7 +63,7 @@ def validate_recipe(run: dict, params: dict, out_dir: Path) -> dict:
     ds = run["dataset"]
     run_params = validation_params(run, params)  # before any work: a typo in the run stops here
     manifest = read_manifest(SPLITS / ds)
-    val_pids, val = validation_split(manifest, int(run.get("val_ids", 100)), seed=int(run.get("seed", 0)))
+    val_pids, val = validation_split(manifest, int(run.get("val_ids", 100)), seed=int(run.get("val_seed", 0)))
     frame = attach_images(merged_train({ds: manifest}, exclude_pids={ds: val_pids}), [IMAGES / ds])
     two_stream = build_model(run["arch"]).num_streams > 1  # the network says, not its name
     train_run = {k: v for k, v in run.items() if k not in RUN_KEYS}
