@@ -9,7 +9,8 @@ import pytest
 from ds_helpers import image_bytes, pack
 
 from maskreid.datasets.base import ArchiveFile, get_dataset
-from maskreid.datasets.download import DatasetUnavailable, ensure_archive, verify_file, ChecksumMismatch
+from maskreid.datasets.download import (ChecksumMismatch, DatasetUnavailable, ensure_archive, resolve_source,
+                                        verify_file)
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):
@@ -120,3 +121,20 @@ def test_verify_file(tmp_path):
     assert verify_file(p, sha256=sha, md5=hashlib.md5(b"abc").hexdigest()) == sha
     with pytest.raises(ChecksumMismatch, match=str(p)):
         verify_file(p, md5="f" * 32)
+
+
+def test_a_relative_source_starts_at_the_source_root_when_set(tmp_path, viper_zip, monkeypatch):
+    """A queued experiment runs in a copy under .dvc/tmp/exps: ../shared/... must lead back."""
+    spec = get_dataset("viper")
+    work = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    rel = viper_zip.name
+    monkeypatch.delenv("MASKREID_SOURCE_ROOT", raising=False)
+    with pytest.raises(DatasetUnavailable, match=viper_zip.name):  # the copy has no such file
+        ensure_archive(spec, tmp_path / "a", source=rel)
+    monkeypatch.setenv("MASKREID_SOURCE_ROOT", str(viper_zip.parent))
+    assert ensure_archive(spec, tmp_path / "a", source=rel) == viper_zip.parent / rel
+    assert resolve_source(viper_zip) == viper_zip  # an absolute path is left alone
+    with pytest.raises(DatasetUnavailable, match=r"relative to \$MASKREID_SOURCE_ROOT"):
+        ensure_archive(spec, tmp_path / "a", source="nope.zip")

@@ -88,3 +88,25 @@ def test_a_missing_source_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DatasetUnavailable, match="nowhere.tar does not exist"):
         data.run_download("viper", _params(tmp_path / "nowhere.tar"))
+
+
+def test_a_queued_experiments_copy_writes_the_same_receipt(tmp_path, monkeypatch):
+    """`dvc exp run --queue` runs stages in a copy under .dvc/tmp/exps/: with MASKREID_SOURCE_ROOT
+    the relative source is found there, and the receipt is byte-identical, so ingest is not re-run."""
+    archive = _tar(tmp_path / "shared" / "viper.tar", {"a.bmp": b"first"})
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("MASKREID_SOURCE_ROOT", raising=False)
+    params = {"datasets": {"viper": {"source": "../shared/viper.tar"}}, "paths": {"archives": "data/archives"}}
+    data.run_download("viper", params)
+    in_repo = Path("data/receipts/viper.json").read_bytes()
+
+    copy = repo / ".dvc" / "tmp" / "exps" / "tmpabc"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    with pytest.raises(DatasetUnavailable, match="shared/viper.tar"):
+        data.run_download("viper", params)
+    monkeypatch.setenv("MASKREID_SOURCE_ROOT", str(repo))
+    data.run_download("viper", params)
+    assert Path("data/receipts/viper.json").read_bytes() == in_repo

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from maskreid.pipeline import data, evaluate, report, segment, train
+from maskreid.pipeline import data, evaluate, report, segment, train, validate
 from maskreid.config import compose_params
 from maskreid.evaluate import euclidean_distance
 from maskreid.splits import read_manifest
@@ -80,6 +80,18 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     assert fin["steps"] == 2 and fin["loss"] == "rank"
     mnv2 = train.run_train("synthetic_mnv2_mf", p)
     assert mnv2["steps"] == 2 and Path("models/train/synthetic_mnv2_mf/model.pt").exists()
+    # a recipe choice on held-out training identities, with a loss option of its own
+    p["validate"]["runs"] = {"rank": {"dataset": "synthetic", "arch": "mnv2_mf", "loss": "rank", "val_ids": 2,
+                                      "val_seed": 0, "loss_options": {"top_k": 2}}}
+    val = validate.run_validate("rank", p)
+    assert val["steps"] == 2 and val["loss_cfg"]["top_k"] == 2 and val["loss_cfg"]["alpha"] == p["loss"]["alpha"]
+    assert val["val_ids"] == 2 and val["train_identities"] == mnv2["identities"] - 2
+    assert val["train_images"] + val["val_queries"] + val["val_gallery"] == mnv2["images"]
+    m = read_manifest(Path("data/splits/synthetic"))
+    held = m[(m.trial == 0) & (m.role == "train") & m.pid.isin(val["val_pids"])]
+    assert val["val_queries"] == len(held.groupby(["pid", "camid"])) and len(held) == val["val_queries"] + val["val_gallery"]
+    assert val["rank1"] == val["scores"]["flip" if p["evaluate"]["flip"] else "plain"]["rank1"]
+    assert Path("models/validate/rank/model.pt").exists()
     for cell in p["cells"]:
         out = evaluate.run_evaluate(cell, p)
         if out["protocol"] == "market":  # the cell's numbers, recomputed from its stored features
@@ -113,7 +125,9 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     assert "## Masks → re-ID" in md and "| GrabCut | masks_grabcut | grabcut |" in md
     assert "| true masks | t2_rank | ground_truth |" in md
     tracked = json.loads(Path("metrics/headline.json").read_text())
-    assert tracked["t2_rank"] == head["sq"] and set(tracked) == set(p["cells"]) | {"masks_grabcut"}
+    assert tracked["t2_rank"] == head["sq"] and set(tracked) == set(p["cells"]) | {"masks_grabcut", "val_rank"}
+    assert tracked["val_rank"] == {"rank1": val["rank1"], "mAP": val["mAP"]}
+    assert "## Validation split" in md and "| rank | synthetic | 2 (" in md and "| top_k=2 |" in md
     plots = {f.relative_to("reports/curves").as_posix() for f in Path("reports/curves").rglob("*.json")}
     assert {"cmc/t2_rank.json", "training/pretrain_maskreid_mf_train_loss.json",
             "training/finetune_variant_grabcut_train_loss.json"} <= plots

@@ -59,6 +59,14 @@ def test_a_run_may_override_its_schedule_and_trunk(params):
     assert params["train"]["optim"]["max_steps"] != 7000  # the shared section is left alone
 
 
+def test_a_replicate_differs_from_its_run_by_the_seed_alone(params):
+    base = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank"})
+    rep = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank", "seed": 1})
+    assert base["optim_cfg"]["seed"] == params["seed"] == 0 and rep["optim_cfg"] == {**base["optim_cfg"], "seed": 1}
+    for k in ("arch", "loss_name", "loss_cfg", "sampler_cfg", "data_cfg", "model_cfg"):
+        assert rep[k] == base[k], k
+
+
 def test_an_unknown_override_key_is_refused(params):
     with pytest.raises(ParamsError, match=r"optim keys \['max_step'\]"):
         _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "optim": {"max_step": 7000}})

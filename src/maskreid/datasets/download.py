@@ -19,6 +19,20 @@ from maskreid.datasets.base import ArchiveFile, DatasetSpec
 from maskreid.io import file_digests
 
 CHUNK = 1 << 20
+SOURCE_ROOT_ENV = "MASKREID_SOURCE_ROOT"
+
+
+def resolve_source(source: str | Path) -> Path:
+    """A file path from params as a path to open: a relative one starts at ``$MASKREID_SOURCE_ROOT``
+    when that is set, else at the working directory.
+
+    Why: DVC runs a stage in the repository root, where ``../shared/data/...`` is the archive; a
+    queued experiment (``dvc exp run --queue``) runs in a copy under ``.dvc/tmp/exps/``, where the
+    same relative path leads nowhere. ``MASKREID_SOURCE_ROOT=$PWD dvc queue start`` points it back.
+    """
+    path = Path(source).expanduser()
+    root = os.environ.get(SOURCE_ROOT_ENV)
+    return Path(root).expanduser() / path if root and not path.is_absolute() else path
 
 
 class DatasetUnavailable(RuntimeError):
@@ -84,9 +98,10 @@ def ensure_file(
     """Path to a usable copy of ``af`` (see the module docstring for the order)."""
     archives_dir = Path(archives_dir)
     if source is not None:
-        src = Path(source).expanduser()
+        src = resolve_source(source)
         if not src.exists():
-            raise DatasetUnavailable(unavailable_message(spec, af, archives_dir, f"the source {src} does not exist"))
+            hint = f" (relative to ${SOURCE_ROOT_ENV})" if os.environ.get(SOURCE_ROOT_ENV) else ""
+            raise DatasetUnavailable(unavailable_message(spec, af, archives_dir, f"the source {src}{hint} does not exist"))
         return src  # the user's own copy: an extracted folder or a repack has no published checksum
     local = archives_dir / af.name
     if local.exists():

@@ -39,7 +39,8 @@ def run_download(name: str, params: dict) -> dict:
         receipt = {
             "dataset": name,
             "kind": "folder" if folder else "archive",
-            "path": str(path),
+            # as configured, not as resolved: the same receipt in a queued experiment's copy
+            "path": str(Path(cfg["source"]).expanduser()) if cfg.get("source") else str(path),
             # the content, so that a replaced archive or an edited folder re-runs ingest
             "sha256": folder_digest(path) if folder else file_digest(path, "sha256"),
         }
@@ -51,6 +52,7 @@ def run_ingest(name: str, params: dict) -> dict:
     """Archive (or the synthetic generator) -> Parquet image shards + dataset card; with
     ``ingest.skip_corrupt`` corrupt images are left out and named in the card."""
     from maskreid.datasets.card import dataset_card
+    from maskreid.datasets.download import resolve_source
     from maskreid.store.shards import METADATA_COLUMNS, read_frame, write_shards
 
     receipt = read_json(RECEIPTS / f"{name}.json")
@@ -63,7 +65,7 @@ def run_ingest(name: str, params: dict) -> dict:
     else:
         from maskreid.datasets.ingest import ingest
 
-        card = ingest(name, receipt["path"], out, archives_dir=get(params, "paths.archives"),
+        card = ingest(name, resolve_source(receipt["path"]), out, archives_dir=get(params, "paths.archives"),
                       skip_corrupt=get(params, "ingest.skip_corrupt"))
     card = {"dataset": name, "source": receipt.get("path", "synthetic"), **card}
     write_json(METRICS / "datasets" / f"{name}.json", card)

@@ -4,6 +4,7 @@ metrics/headline.json; CMC and training curves of this profile -> reports/curves
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from maskreid.config import get
 from maskreid.io import write_json, write_text
 from maskreid.pipeline import METRICS, REPORTS
 from maskreid.pipeline.train import RUN_SECTIONS, variant_cell
+from maskreid.report.validation import validation_table
 
 def run_report(_key: str, params: dict) -> dict:
     from maskreid.report import build_report, load_cells
@@ -19,16 +21,32 @@ def run_report(_key: str, params: dict) -> dict:
     variants = get(params, "mask_variants", {}) or {}
     cell_params = {**get(params, "cells"), **dict(variant_cell(k, v) for k, v in variants.items())}
     md, js = build_report(cell_params, cells, mask_table=get(params, "mask_table", {}) or {})
+    val = validation_rows(params)
+    if val:
+        md += validation_table(val)
+        js["validate"] = val
     write_text(REPORTS / "tables.md", md)
     write_json(REPORTS / "tables.json", js)
-    write_json(METRICS / "headline.json", headline_metrics(cell_params, cells))
+    write_json(METRICS / "headline.json", headline_metrics(cell_params, cells, val))
     runs = {kind: list(get(params, key, {}) or {}) for kind, key in RUN_SECTIONS.items()}
     collect_plots(list(cell_params), runs, REPORTS / "cmc", Path("dvclive"), REPORTS / "curves")
     return js
 
 
-def headline_metrics(cell_params: dict, cells: dict) -> dict:
-    """The tracked metric: ``{cell: {"rank1": …, "mAP": …}}``, single query, configured cells only.
+def validation_rows(params: dict, results_dir: Path = REPORTS / "validate") -> dict[str, dict]:
+    """The profile's validation results that exist, by run key (for the report)."""
+    rows = {}
+    for key in get(params, "validate.runs", {}) or {}:
+        path = results_dir / f"{key}.json"
+        if path.exists():
+            rows[key] = json.loads(path.read_text())
+    return rows
+
+
+def headline_metrics(cell_params: dict, cells: dict, validation: dict | None = None) -> dict:
+    """The tracked metric: ``{cell: {"rank1": …, "mAP": …}}``, single query, configured cells only,
+    then ``val_<run>`` for each validation run (held-out training identities), so that a queued
+    sweep reads in ``dvc exp show``.
 
     Why one file with only this pair: ``dvc exp show`` prefixes each column with its file when
     there are several metric files and prints every number, so per-cell files with five
@@ -40,6 +58,8 @@ def headline_metrics(cell_params: dict, cells: dict) -> dict:
         sq = (cells.get(name) or {}).get("sq")
         if sq:
             out[name] = {"rank1": sq["rank1"], "mAP": sq["mAP"]}
+    for key, row in (validation or {}).items():
+        out[f"val_{key}"] = {"rank1": row["rank1"], "mAP": row["mAP"]}
     return out
 
 

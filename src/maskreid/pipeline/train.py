@@ -38,7 +38,7 @@ def _sampler_cfg(kind: str, batch_size: int, sampler: dict) -> dict:
     return table[kind]
 
 
-def _overridden(base: dict, override: dict | None, what: str) -> dict:
+def overridden(base: dict, override: dict | None, what: str) -> dict:
     """``base`` with a run's own values; a key ``base`` lacks is a typo, not a new option."""
     unknown = set(override or {}) - set(base)
     if unknown:
@@ -53,11 +53,12 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
     A run may name its ``sampler`` (``shuffle`` | ``maskreid`` | ``pk``); the default follows the
     loss (``maskreid.train.DEFAULT_SAMPLER``): the paper's 1 x P + N batch for the ranking loss.
     A run may also override keys of ``<kind>.optim`` and ``model`` with its own ``optim`` / ``model``
-    mappings (e.g. a longer schedule for one headline run): the stage declares ``<kind>.runs.<key>``,
-    so such an override re-runs that run alone.
+    mappings (e.g. a longer schedule for one headline run), and the profile's ``seed`` with its own
+    (a replicate, to measure run-to-run noise): the stage declares ``<kind>.runs.<key>``, so such an
+    override re-runs that run alone.
     """
-    optim = _overridden(dict(get(params, f"{optim_of or kind}.optim")), run.get("optim"), f"{kind}.runs: optim")
-    optim["seed"] = get(params, "seed")
+    optim = overridden(dict(get(params, f"{optim_of or kind}.optim")), run.get("optim"), f"{kind}.runs: optim")
+    optim["seed"] = run.get("seed", get(params, "seed"))  # a run may repeat another with its own seed
     batch_size = optim.pop("batch_size")
     sampler_cfg = _sampler_cfg(run.get("sampler") or DEFAULT_SAMPLER[loss], batch_size, get(params, "sampler"))
     size = (get(params, "input.height"), get(params, "input.width"))
@@ -66,7 +67,7 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
     if kind == "train":  # from ImageNet: the mnv2 trunk's own options
         model_cfg = {"feat_dim": get(params, "model.feat_dim"), "pretrained": True,
                      "last_stride": get(params, "model.last_stride")}
-    model_cfg = _overridden(model_cfg, run.get("model"), f"{kind}.runs: model")
+    model_cfg = overridden(model_cfg, run.get("model"), f"{kind}.runs: model")
     data = get(params, f"{kind}.data", None)
     return dict(
         train_frame=frame,

@@ -1,0 +1,104 @@
+"""Stage validate: a recipe scored on held-out *training* identities -> reports/validate/<run>.json.
+
+Why a stage: every setting (close negatives, last stride, schedule, ...) is chosen on a validation
+split of training identities, never on the test set; as a DVC stage with its own params a setting
+is swept with a queue and read in ``dvc exp show`` beside the cells:
+
+    dvc exp run --queue -S profile=real_cpu -S 'validate.runs.negatives.loss_options.top_k=null,5,10'
+
+A run (``validate.runs.<key>``) is a ``train.runs`` entry (dataset, arch, loss, sampler, optim and
+model overrides) plus ``val_ids`` / ``seed`` (the held-out identities, ``maskreid.splits.validation``)
+and ``loss_options`` (keys of ``losses.<loss>``, e.g. ``top_k``). It trains from ImageNet on the
+other training identities, then scores the held-out ones Market-style: single query, official AP,
+features flip-averaged as ``evaluate.flip`` says.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from maskreid.config import ParamsError, get
+from maskreid.io import write_json
+from maskreid.pipeline import IMAGES, MASKS, MODELS, REPORTS, SPLITS
+from maskreid.pipeline.train import overridden, train_args
+
+RUN_KEYS = {"val_ids", "val_seed", "loss_options"}  # a validation run's own keys, beside a train run's
+TRAIN_RUN_KEYS = {"dataset", "arch", "loss", "sampler", "optim", "model", "seed"}
+
+
+def validation_params(run: dict, params: dict) -> dict:
+    """``params`` with the run's ``loss_options`` over ``losses.<loss>``: the run's loss as it trains.
+    An unknown run key is a typo (``val_id``), refused rather than ignored."""
+    unknown = set(run) - RUN_KEYS - TRAIN_RUN_KEYS
+    if unknown:
+        raise ParamsError(f"validate.runs: keys {sorted(unknown)} are not options "
+                          f"(known: {sorted(RUN_KEYS | TRAIN_RUN_KEYS)})")
+    loss = run["loss"]
+    options = overridden(dict(get(params, f"losses.{loss}")), run.get("loss_options"),
+                         f"validate.runs: loss_options (of losses.{loss})")
+    return {**params, "losses": {loss: options}}  # the one section a run of this loss reads
+
+
+def run_validate(key: str, params: dict) -> dict:
+    """Stage entry: ``validate.runs.<key>`` -> models/validate/<key>/, reports/validate/<key>.json."""
+    result = {"stage": f"validate@{key}",
+              **validate_recipe(dict(get(params, f"validate.runs.{key}")), params, MODELS / "validate" / key)}
+    write_json(REPORTS / "validate" / f"{key}.json", result)
+    return result
+
+
+def validate_recipe(run: dict, params: dict, out_dir: Path) -> dict:
+    """Train ``run`` without its held-out identities (model and resume checkpoint in ``out_dir``),
+    then score them, with and without flip-averaged features; ``rank1`` / ``mAP`` are the ones
+    ``evaluate.flip`` selects, as the evaluate stage would report them."""
+    from maskreid.evaluate.features import extract_features
+    from maskreid.evaluate.protocols import market_single_query
+    from maskreid.models import build_model
+    from maskreid.splits import merged_train, read_manifest
+    from maskreid.splits.validation import validation_split
+    from maskreid.train import load_model, train_model
+    from maskreid.train.data import attach_images
+
+    ds = run["dataset"]
+    run_params = validation_params(run, params)  # before any work: a typo in the run stops here
+    manifest = read_manifest(SPLITS / ds)
+    val_pids, val = validation_split(manifest, int(run.get("val_ids", 100)), seed=int(run.get("val_seed", 0)))
+    frame = attach_images(merged_train({ds: manifest}, exclude_pids={ds: val_pids}), [IMAGES / ds])
+    two_stream = build_model(run["arch"]).num_streams > 1  # the network says, not its name
+    train_run = {k: v for k, v in run.items() if k not in RUN_KEYS}
+    args = train_args("train", train_run, frame, [MASKS / ds] if two_stream else [], run["loss"], None, run_params)
+    t0 = time.time()
+    summary = train_model(**args, out_dir=out_dir)
+    train_s = time.time() - t0
+
+    model = load_model(Path(out_dir) / "model.pt")
+    val = attach_images(val, [IMAGES / ds])
+    data_cfg = args["data_cfg"]
+    q = (val["role"] == "query").to_numpy()
+    pid, cam = val["pid"].to_numpy(), val["camid"].to_numpy()
+    scores = {}
+    for name, flip in (("plain", False), ("flip", True)):
+        feats = extract_features(model, val, args["masks"] if two_stream else None, size=data_cfg["size"],
+                                 batch_size=int(get(params, "evaluate.batch_size")), flip=flip,
+                                 mask_mode=data_cfg["mask_mode"], mask_threshold=data_cfg["mask_threshold"])
+        s = market_single_query(feats[q], feats[~q], pid[q], pid[~q], cam[q], cam[~q])
+        scores[name] = {"rank1": s["rank1"], "mAP": s["mAP"]}
+    chosen = scores["flip" if get(params, "evaluate.flip") else "plain"]
+    return {
+        **chosen,
+        "scores": scores,
+        "dataset": ds,
+        "val_ids": len(val_pids),
+        "val_pids": sorted(val_pids),
+        "train_images": int(len(frame)),
+        "val_queries": int(q.sum()),
+        "val_gallery": int((~q).sum()),
+        "train_identities": int(frame["label"].nunique()),
+        "loss_options": run.get("loss_options") or {},
+        "loss_cfg": args["loss_cfg"],
+        "optim": args["optim_cfg"],
+        "model": args["model_cfg"],
+        "train_seconds": round(train_s, 1),
+        **{k: summary.get(k) for k in ("steps", "final_loss", "img_per_s")},
+    }

@@ -1,0 +1,62 @@
+"""params -> a validation run (stage validate): its loss options, refused typos, and how it reaches
+the tracked metric and the report. The run itself trains in tests/pipeline/test_pipeline_e2e.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from maskreid.config import ParamsError, compose_params, load_params
+from maskreid.pipeline.report import headline_metrics, validation_rows
+from maskreid.pipeline.validate import validation_params
+from maskreid.report.validation import validation_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def params(tmp_path_factory):
+    out = tmp_path_factory.mktemp("params") / "params.yaml"
+    return load_params(compose_params(["profile=real_cpu"], output=out, conf_dir=ROOT / "conf"))
+
+
+def test_real_cpu_validates_close_negatives_on_the_headline_recipe(params):
+    run = params["validate"]["runs"]["negatives"]
+    head = params["train"]["runs"]["market1501_mnv2_mf_rank_ls1"]
+    assert {k: run[k] for k in ("dataset", "arch", "loss", "sampler", "model")} == \
+        {k: head[k] for k in ("dataset", "arch", "loss", "sampler", "model")}
+    assert run["loss_options"] == {"top_k": params["loss"]["top_k"]}
+
+
+@pytest.mark.parametrize("top_k", [None, 5])
+def test_loss_options_override_only_the_runs_loss(params, top_k):
+    run = {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "loss_options": {"top_k": top_k}}
+    out = validation_params(run, params)
+    assert out["losses"]["rank"] == {**params["losses"]["rank"], "top_k": top_k}
+    assert set(out["losses"]) == {"rank"}  # the one section the stage declares (losses.<loss>)
+    assert params["losses"]["rank"]["top_k"] == 10  # the caller's params are left alone
+
+
+@pytest.mark.parametrize("run, word", [
+    ({"dataset": "market1501", "arch": "mnv2", "loss": "rank", "loss_options": {"topk": 5}}, "topk"),
+    ({"dataset": "market1501", "arch": "mnv2", "loss": "triplet", "loss_options": {"top_k": 5}}, "top_k"),
+    ({"dataset": "market1501", "arch": "mnv2", "loss": "rank", "val_id": 50}, "val_id"),
+])
+def test_a_typo_is_refused_before_any_work(params, run, word):
+    with pytest.raises(ParamsError, match=word):
+        validation_params(run, params)
+
+
+def test_validation_runs_reach_the_headline_and_the_report(tmp_path):
+    import json
+
+    params = {"validate": {"runs": {"negatives": {}, "not_run": {}}}}
+    rec = {"rank1": 60.5, "mAP": 47.25, "dataset": "market1501", "val_ids": 100, "val_queries": 450,
+           "val_gallery": 1500, "loss_options": {"top_k": 5}, "steps": 400}
+    (tmp_path / "negatives.json").write_text(json.dumps(rec))
+    (tmp_path / "old.json").write_text(json.dumps(rec))  # a run no longer configured
+    rows = validation_rows(params, tmp_path)
+    assert list(rows) == ["negatives"]
+    assert headline_metrics({}, {}, rows) == {"val_negatives": {"rank1": 60.5, "mAP": 47.25}}
+    assert "| negatives | market1501 | 100 (450 x 1500) | top_k=5 | 400 | 60.50 | 47.25 |" in validation_table(rows)
