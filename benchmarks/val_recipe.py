@@ -51,7 +51,7 @@ def main() -> None:
     params = yaml.safe_load(Path(a.params).read_text())
     for s in a.set:
         _set(params, s)
-    run = {**get(params, f"train.runs.{a.run}"), "val_ids": a.val_ids, "seed": a.val_seed}
+    run = {**get(params, f"train.runs.{a.run}"), "val_ids": a.val_ids, "val_seed": a.val_seed}
     with tempfile.TemporaryDirectory() as tmp:
         r = validate_recipe(run, params, Path(tmp))  # what stage `validate` runs, without its outs
     out = {"run": a.run, "set": a.set, "val_ids": a.val_ids, "val_queries": r["val_queries"],
