@@ -139,16 +139,16 @@ RULES: dict[str, Check] = {
     "train.data.pad": integer(0),
     "train.data.erase_p": number(0, 1),
     "train.data.arrays": boolean,
-    **{f"{kind}.runs.*.{k}": c for kind in ("pretrain", "finetune", "train")
+    # a validation run is a train run with a few keys of its own (maskreid.pipeline.validate)
+    **{f"{kind}.runs.*.{k}": c for kind in ("pretrain", "finetune", "train", "validate")
        for k, c in (("loss", one_of(*LOSSES)), ("arch", one_of(*ARCHS)), ("sampler", optional(one_of(*SAMPLERS))),
                     ("seed", integer(0)))},
-    **{f"{kind}.runs.*.optim.{k}": c for kind in ("pretrain", "finetune", "train") for k, c in _OPTIM.items()},
-    "train.runs.*.model.last_stride": one_of(1, 2),
-    **{f"validate.runs.*.{k}": c for k, c in (("loss", one_of(*LOSSES)), ("arch", one_of(*ARCHS)),
-                                             ("sampler", optional(one_of(*SAMPLERS))), ("val_ids", integer(1)),
-                                             ("val_seed", integer(0)), ("seed", integer(0)), ("model.last_stride", one_of(1, 2)),
-                                             ("loss_options.top_k", optional(integer(1))))},
-    **{f"validate.runs.*.optim.{k}": c for k, c in _OPTIM.items()},
+    **{f"{kind}.runs.*.optim.{k}": c for kind in ("pretrain", "finetune", "train", "validate")
+       for k, c in _OPTIM.items()},
+    **{f"{kind}.runs.*.model.last_stride": one_of(1, 2) for kind in ("train", "validate")},
+    "validate.runs.*.val_ids": integer(1),
+    "validate.runs.*.val_seed": integer(0),
+    "validate.runs.*.loss_options.top_k": optional(integer(1)),
     "mask_variants.*.loss": one_of(*LOSSES),
     "evaluate.ap": one_of(*AP_RULES),
     "evaluate.max_rank": integer(1),

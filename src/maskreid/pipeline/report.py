@@ -4,12 +4,11 @@ metrics/headline.json; CMC and training curves of this profile -> reports/curves
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 
 from maskreid.config import get
-from maskreid.io import write_json, write_text
+from maskreid.io import read_json, write_json, write_text
 from maskreid.pipeline import METRICS, REPORTS
 from maskreid.pipeline.train import RUN_SECTIONS, variant_cell
 from maskreid.report.validation import validation_table
@@ -39,7 +38,7 @@ def validation_rows(params: dict, results_dir: Path = REPORTS / "validate") -> d
     for key in get(params, "validate.runs", {}) or {}:
         path = results_dir / f"{key}.json"
         if path.exists():
-            rows[key] = json.loads(path.read_text())
+            rows[key] = read_json(path)
     return rows
 
 
@@ -65,7 +64,6 @@ def headline_metrics(cell_params: dict, cells: dict, validation: dict | None = N
 
 CURVES = ("train/loss", "val/")  # what the plots page shows: the loss, and validation where logged
 
-# dvclive/<kind>/<run> -> the params section that configures the runs of that kind
 
 def collect_plots(cells: list[str], runs: dict[str, list[str]], cmc_dir: Path, live_root: Path,
                   out_dir: Path) -> list[Path]:

@@ -7,10 +7,10 @@ is swept with a queue and read in ``dvc exp show`` beside the cells:
     dvc exp run --queue -S profile=real_cpu -S 'validate.runs.negatives.loss_options.top_k=null,5,10'
 
 A run (``validate.runs.<key>``) is a ``train.runs`` entry (dataset, arch, loss, sampler, optim and
-model overrides) plus ``val_ids`` / ``seed`` (the held-out identities, ``maskreid.splits.validation``)
-and ``loss_options`` (keys of ``losses.<loss>``, e.g. ``top_k``). It trains from ImageNet on the
-other training identities, then scores the held-out ones Market-style: single query, official AP,
-features flip-averaged as ``evaluate.flip`` says.
+model overrides, seed) plus ``val_ids`` / ``val_seed`` (the held-out identities,
+``maskreid.splits.validation``) and ``loss_options`` (keys of ``losses.<loss>``, e.g. ``top_k``).
+It trains from ImageNet on the other training identities, then scores the held-out ones
+Market-style: single query, official AP, features flip-averaged as ``evaluate.flip`` says.
 """
 
 from __future__ import annotations
