@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from maskreid.config import ParamsError, compose_params
-from maskreid.params_check import ARCHS, AP_RULES, LOSSES, SEG_BACKENDS, check_params, problems
+from maskreid.params_check import ARCHS, AP_RULES, LOSSES, SEG_BACKENDS, check_params, mask_problems, problems
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.stem for p in (REPO / "conf" / "profile").glob("*.yaml"))
@@ -65,3 +65,38 @@ def test_allowed_sets_match_the_library():
     assert set(LOSSES) == set(LIB_LOSSES)
     assert set(SEG_BACKENDS) == set(BACKENDS)
     assert set(AP_RULES) == set(LIB_AP)
+
+
+def _masked(**over):
+    p = {"datasets": {"market1501": {}, "viper": {}},
+         "mask_variants": {"market1501_pose": {"dataset": "market1501", "backend": "onnx"}},
+         "pretrain": {"runs": {"mf": {"sets": ["viper"]}}},
+         "train": {"runs": {"m": {"dataset": "market1501", "masks": "market1501_pose"}}},
+         "cells": {"c": {"model": "train/m", "dataset": "market1501", "masks": "market1501_pose"},
+                   "t1": {"model": "pretrain/mf", "dataset": "viper", "masks": "viper"}}}
+    for path, value in over.items():
+        node = p
+        *parents, leaf = path.split("__")
+        for k in parents:
+            node = node[k]
+        if value is None:
+            node.pop(leaf)
+        else:
+            node[leaf] = value
+    return mask_problems(p)
+
+
+def test_masks_name_a_folder_of_the_items_own_dataset():
+    assert _masked() == []
+    assert _masked(train__runs__m__masks=None) == [
+        "train.runs.m.masks is missing: name the dataset (its segment masks) or a mask_variants key"]
+    assert _masked(train__runs__m__masks="nosuch")[0].startswith("train.runs.m.masks = 'nosuch': must be one of")
+    assert _masked(cells__t1__masks="market1501") == [
+        "cells.t1.masks = 'market1501': masks of 'market1501', not of the item's dataset 'viper'"]
+    # a cell is scored with the masks its model was trained with
+    assert _masked(cells__c__masks="market1501") == [
+        "cells.c.masks = 'market1501': its model 'train/m' was trained with 'market1501_pose'"]
+    # a variant may not shadow a dataset's own folder, and must be of a configured dataset
+    assert _masked(mask_variants__viper={"dataset": "viper", "backend": "grabcut"})[0].startswith("mask_variants.viper")
+    assert _masked(mask_variants__market1501_pose={"dataset": "cuhk03", "backend": "onnx"})[0] == \
+        "mask_variants.market1501_pose.dataset = 'cuhk03': must be one of ['market1501', 'viper']"

@@ -149,7 +149,7 @@ RULES: dict[str, Check] = {
     "validate.runs.*.val_ids": integer(1),
     "validate.runs.*.val_seed": integer(0),
     "validate.runs.*.loss_options.top_k": optional(integer(1)),
-    "mask_variants.*.loss": one_of(*LOSSES),
+    "mask_variants.*.backend": one_of(*SEG_BACKENDS),
     "evaluate.ap": one_of(*AP_RULES),
     "evaluate.max_rank": integer(1),
     "evaluate.batch_size": integer(1),
@@ -181,8 +181,57 @@ def problems(params: dict) -> list[str]:
     return out
 
 
+MASKED = ("finetune.runs", "train.runs", "validate.runs", "cells")  # the sections whose items name their masks
+
+
+def mask_problems(params: dict) -> list[str]:
+    """Each run's and cell's ``masks`` must name a mask folder of its own dataset.
+
+    ``data/masks/<name>`` is made by ``segment@<dataset>`` (name = the dataset, the profile's
+    backend) or by ``segment_variant@<variant>`` (``mask_variants.<variant>``, another backend),
+    and DVC's ``foreach`` cannot give an item a default dep, so every item says which it reads.
+    A cell reads the masks its model was trained with (pre-trained models: their dataset's own).
+    """
+    datasets = dict(params.get("datasets") or {})
+    variants = dict(params.get("mask_variants") or {})
+    out = [f"mask_variants.{v}: the name of a dataset; a variant needs its own name (data/masks/{v})"
+           for v in variants if v in datasets]
+    out += [f"mask_variants.{v}.dataset = {spec.get('dataset')!r}: must be one of {sorted(datasets)}"
+            for v, spec in variants.items() if spec.get("dataset") not in datasets]
+    source = {**{d: d for d in datasets}, **{v: spec.get("dataset") for v, spec in variants.items()}}
+    for section in MASKED:
+        node: Any = params
+        for part in section.split("."):
+            node = (node or {}).get(part) if isinstance(node, dict) else None
+        for key, item in (node or {}).items():
+            where, masks = f"{section}.{key}.masks", (item or {}).get("masks")
+            if masks is None:
+                out.append(f"{where} is missing: name the dataset (its segment masks) or a mask_variants key")
+            elif masks not in source:
+                out.append(f"{where} = {masks!r}: must be one of {sorted(source)}")
+            elif source[masks] != item.get("dataset"):
+                out.append(f"{where} = {masks!r}: masks of {source[masks]!r}, not of the item's dataset "
+                           f"{item.get('dataset')!r}")
+            elif section == "cells":
+                model_masks = _model_masks(item.get("model", ""), item.get("dataset"), params)
+                if model_masks is not None and masks != model_masks:
+                    out.append(f"{where} = {masks!r}: its model {item.get('model')!r} was trained with "
+                               f"{model_masks!r}")
+    return out
+
+
+def _model_masks(model: str, dataset: str | None, params: dict) -> str | None:
+    """The masks a cell's model was trained with (None: not configured here, e.g. a typo'd model
+    that the evaluate stage reports itself); a pre-trained model is scored with the set's own."""
+    kind, _, key = model.partition("/")
+    if kind == "pretrain":
+        return dataset
+    run = ((params.get(kind) or {}).get("runs") or {}).get(key)
+    return run.get("masks") if isinstance(run, dict) else None
+
+
 def check_params(params: dict) -> None:
     """Raise ``ParamsError`` listing every bad value (the caller prints it as one message)."""
-    bad = problems(params)
+    bad = problems(params) + mask_problems(params)
     if bad:
         raise ParamsError("params.yaml has values outside their allowed range:\n  " + "\n  ".join(bad))

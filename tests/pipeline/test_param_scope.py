@@ -64,7 +64,6 @@ def test_lambda_reruns_only_the_ranking_loss_runs(compose, profile):
     changed = compose(f"profile={profile}", "loss.lambda=5")
     rank_runs = {f"{kind}@{k}" for kind in ("pretrain", "finetune", "train")
                  for k, r in (base[kind]["runs"] or {}).items() if r.get("loss", "softmax") == "rank"}
-    rank_runs |= {f"finetune_variant@{k}" for k, v in (base["mask_variants"] or {}).items() if v["loss"] == "rank"}
     rank_runs |= {f"validate@{k}" for k, v in (base["validate"]["runs"] or {}).items() if v["loss"] == "rank"}
     assert rank_runs, "the profile has ranking-loss runs"
     assert rerun_by(base, changed) == {"check_params"} | rank_runs
@@ -73,5 +72,5 @@ def test_lambda_reruns_only_the_ranking_loss_runs(compose, profile):
 def test_a_shared_knob_still_reaches_every_run_that_reads_it(compose):
     base = compose("profile=demo")
     changed = compose("profile=demo", "loss.label_smoothing=0.1")
-    trained = {s for s in _declared(base) if s.split("@")[0] in ("pretrain", "finetune", "finetune_variant", "train")}
+    trained = {s for s in _declared(base) if s.split("@")[0] in ("pretrain", "finetune", "train")}
     assert rerun_by(base, changed) == {"check_params"} | trained

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from maskreid.params_check import mask_problems
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,7 @@ def test_every_cell_names_a_configured_model(compose):
         for key, run in p["finetune"]["runs"].items():
             assert run["init"] in p["pretrain"]["runs"], (profile, key)
             assert run["dataset"] in p["datasets"]
+        assert mask_problems(p) == [], profile  # every run and cell names masks of its own dataset
         for key, v in p["mask_variants"].items():
-            assert v["init"] in p["pretrain"]["runs"] and v["dataset"] in p["datasets"], (profile, key)
-        known = set(p["cells"]) | {f"masks_{k}" for k in p["mask_variants"]}
-        assert set(p["mask_table"]) <= known, (profile, set(p["mask_table"]) - known)
+            assert v["dataset"] in p["datasets"] and v["backend"], (profile, key)
+        assert set(p["mask_table"]) <= set(p["cells"]), (profile, set(p["mask_table"]) - set(p["cells"]))

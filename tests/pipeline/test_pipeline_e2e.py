@@ -36,8 +36,9 @@ def tiny_params(tmp_path, monkeypatch):
     p["sampler"].update(P=3, N=5)
     p["cells"] = {k: v for k, v in p["cells"].items() if k in ("t1_maskreid_mf_synthetic_small", "t2_rank")}
     # the real_cpu path: the ImageNet MobileNetV2 trunk trained straight on the target
-    p["train"]["runs"] = {"synthetic_mnv2_mf": {"dataset": "synthetic", "arch": "mnv2_mf", "loss": "rank"}}
-    p["cells"]["t2_synthetic_mnv2_mf"] = {"model": "train/synthetic_mnv2_mf", "dataset": "synthetic"}
+    p["train"]["runs"] = {"synthetic_mnv2_mf": {"dataset": "synthetic", "masks": "synthetic", "arch": "mnv2_mf",
+                                                "loss": "rank"}}
+    p["cells"]["t2_synthetic_mnv2_mf"] = {"model": "train/synthetic_mnv2_mf", "dataset": "synthetic", "masks": "synthetic"}
     p["loss"].update(softmax_weight=1.0, label_smoothing=0.1)
     p["mask_table"] = {"t2_rank": "true masks", "masks_grabcut": "GrabCut"}
     monkeypatch.chdir(tmp_path)
@@ -81,7 +82,7 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     mnv2 = train.run_train("synthetic_mnv2_mf", p)
     assert mnv2["steps"] == 2 and Path("models/train/synthetic_mnv2_mf/model.pt").exists()
     # a recipe choice on held-out training identities, with a loss option of its own
-    p["validate"]["runs"] = {"rank": {"dataset": "synthetic", "arch": "mnv2_mf", "loss": "rank", "val_ids": 2,
+    p["validate"]["runs"] = {"rank": {"dataset": "synthetic", "masks": "synthetic", "arch": "mnv2_mf", "loss": "rank", "val_ids": 2,
                                       "val_seed": 0, "loss_options": {"top_k": 2}}}
     val = validate.run_validate("rank", p)
     assert val["steps"] == 2 and val["loss_cfg"]["top_k"] == 2 and val["loss_cfg"]["alpha"] == p["loss"]["alpha"]
@@ -111,25 +112,30 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     assert "cmc" not in t2["sq"] and json.loads(Path("reports/cmc/t2_rank.json").read_text())[0]["rank"] == 1
     assert Path("data/features/t2_rank.npz").exists()
     assert Path("reports/ranklists/t2_rank.png").stat().st_size > 1000
-    # the masks table: the same fine-tuning with GrabCut's masks of the split images only
+    # the masks table: the same fine-tuning with GrabCut's masks of the split images only, a
+    # plain finetune run and cell that name the variant's folder in their `masks`
     var = segment.run_segment_variant("grabcut", p)
     assert var["run"]["backend"] == "grabcut"
     assert var["run"]["images"] == len(set(read_manifest(Path("data/splits/synthetic")).image_id))
-    fv = train.run_finetune_variant("grabcut", p)
-    assert fv["steps"] == 2 and fv["masks"] == ["data/mask_variants/grabcut"]
-    cell = evaluate.run_evaluate_variant("grabcut", p)
+    assert Path("data/masks/grabcut/meta.json").exists()
+    p["finetune"]["runs"]["synthetic_rank_grabcut"] = {**p["finetune"]["runs"]["synthetic_rank"], "masks": "grabcut"}
+    p["cells"]["masks_grabcut"] = {"model": "finetune/synthetic_rank_grabcut", "dataset": "synthetic", "masks": "grabcut"}
+    fv = train.run_finetune("synthetic_rank_grabcut", p)
+    assert fv["steps"] == 2 and fv["masks"] == ["data/masks/grabcut"] and fin["masks"] == ["data/masks/synthetic"]
+    cell = evaluate.run_evaluate("masks_grabcut", p)
     assert cell["setup"]["mask_backend"] == "grabcut" and Path("reports/cells/masks_grabcut.json").exists()
+    assert evaluate.run_evaluate("t2_rank", p)["setup"]["mask_backend"] == "ground_truth"
     report.run_report("", p)
     md = Path("reports/tables.md").read_text()
     assert "t2_rank" in md and "t1_maskreid_mf_synthetic_small" in md
     assert "## Masks → re-ID" in md and "| GrabCut | masks_grabcut | grabcut |" in md
     assert "| true masks | t2_rank | ground_truth |" in md
     tracked = json.loads(Path("metrics/headline.json").read_text())
-    assert tracked["t2_rank"] == head["sq"] and set(tracked) == set(p["cells"]) | {"masks_grabcut", "val_rank"}
+    assert tracked["t2_rank"] == head["sq"] and set(tracked) == set(p["cells"]) | {"val_rank"}
     assert tracked["val_rank"] == {"rank1": val["rank1"], "mAP": val["mAP"]}
     assert "## Validation split" in md and "| rank | synthetic | 2 (" in md and "| top_k=2 |" in md
     plots = {f.relative_to("reports/curves").as_posix() for f in Path("reports/curves").rglob("*.json")}
     assert {"cmc/t2_rank.json", "training/pretrain_maskreid_mf_train_loss.json",
-            "training/finetune_variant_grabcut_train_loss.json"} <= plots
+            "training/finetune_synthetic_rank_grabcut_train_loss.json"} <= plots
     assert not any(f.name.startswith(".") and f.suffix == ".tmp" for f in Path("metrics").rglob("*"))
     assert os.path.exists("dvclive/pretrain/maskreid_mf")

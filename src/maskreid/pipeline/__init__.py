@@ -5,7 +5,7 @@ library's arguments -> outs; a stage depends on this file and its own family's m
 to one family does not invalidate the others' stages.
 
 Paths are the pipeline's layout (relative to the repository root, where DVC runs stages):
-data/receipts -> data/images -> data/masks -> data/splits -> models -> data/features -> metrics.
+data/receipts -> data/images -> data/masks (one folder per dataset, and per mask variant) -> data/splits -> models -> data/features -> metrics.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ FEATURES = Path("data/features")
 METRICS = Path("metrics")
 REPORTS = Path("reports")
 MASK_CACHE = Path("data/cache/masks")
-MASK_VARIANTS = Path("data/mask_variants")  # other backends' masks of one dataset's split images
 PARAMS_CHECKED = Path("data/params_checked.txt")  # the gate out of stage check_params
 
 

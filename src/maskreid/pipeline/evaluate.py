@@ -1,4 +1,4 @@
-"""Stages evaluate and evaluate_variant: a model on its dataset's test protocol -> one table cell."""
+"""Stage evaluate: a model on its dataset's test protocol, with the masks the cell names -> one table cell."""
 
 from __future__ import annotations
 
@@ -6,19 +6,13 @@ from pathlib import Path
 
 from maskreid.config import get
 from maskreid.io import read_json, write_json
-from maskreid.pipeline import FEATURES, IMAGES, MASK_VARIANTS, MASKS, METRICS, MODELS, REPORTS, SPLITS
-from maskreid.pipeline.train import _masks_for, loss_of, pretrain_sets_of, variant_cell
+from maskreid.pipeline import FEATURES, IMAGES, METRICS, MODELS, REPORTS, SPLITS
+from maskreid.pipeline.train import _masks_for, loss_of, masks_dir, pretrain_sets_of
 
 def run_evaluate(key: str, params: dict) -> dict:
     """One table cell (``cells.<key>``): its model on its dataset's test protocol."""
     cell = get(params, f"cells.{key}")
-    return _evaluate(key, cell, params, MASKS / cell["dataset"])
-
-
-def run_evaluate_variant(key: str, params: dict) -> dict:
-    """A mask variant's fine-tuned model on its dataset, with that variant's test masks."""
-    name, cell = variant_cell(key, get(params, f"mask_variants.{key}"))
-    return _evaluate(name, cell, params, MASK_VARIANTS / key)
+    return _evaluate(key, cell, params, masks_dir(cell, f"cells.{key}"))
 
 
 def _evaluate(key: str, cell: dict, params: dict, mask_dir: Path) -> dict:

@@ -10,15 +10,14 @@ from pathlib import Path
 from maskreid.config import get
 from maskreid.io import read_json, write_json, write_text
 from maskreid.pipeline import METRICS, REPORTS
-from maskreid.pipeline.train import RUN_SECTIONS, variant_cell
+from maskreid.pipeline.train import RUN_SECTIONS
 from maskreid.report.validation import validation_table
 
 def run_report(_key: str, params: dict) -> dict:
     from maskreid.report import build_report, load_cells
 
     cells = load_cells(REPORTS / "cells")
-    variants = get(params, "mask_variants", {}) or {}
-    cell_params = {**get(params, "cells"), **dict(variant_cell(k, v) for k, v in variants.items())}
+    cell_params = dict(get(params, "cells"))
     md, js = build_report(cell_params, cells, mask_table=get(params, "mask_table", {}) or {})
     val = validation_rows(params)
     if val:

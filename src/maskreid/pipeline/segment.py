@@ -1,4 +1,5 @@
-"""Stages train_segmenter, segment and segment_variant: crops -> person masks + their quality report."""
+"""Stages train_segmenter, segment and segment_variant: crops -> person masks (data/masks/<name>)
++ their quality report."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from maskreid.config import get
 from maskreid.io import write_json
-from maskreid.pipeline import IMAGES, MASK_CACHE, MASK_VARIANTS, MASKS, METRICS, MODELS, REPORTS, SPLITS
+from maskreid.pipeline import IMAGES, MASK_CACHE, MASKS, METRICS, MODELS, REPORTS, SPLITS
 
 def run_train_segmenter(key: str, params: dict) -> dict:
     """Real parsing masks -> a person segmenter for re-ID crops (checkpoint + ONNX) + its metrics."""
@@ -139,15 +140,12 @@ def run_segment(name: str, params: dict) -> dict:
     return result
 
 
-def _variant_segmenter_cfg(segmenter: str, params: dict) -> dict:
-    """A mask variant's backend: "main" is the profile's own segment backend, else a short name."""
-    return _segmenter_cfg(dict(get(params, "segment"))) if segmenter == "main" else _compare_cfg(segmenter)
-
-
 def run_segment_variant(key: str, params: dict) -> dict:
-    """Masks of one dataset's split images (train and test, every trial) from another backend.
+    """``data/masks/<key>``: one dataset's split images (train and test, every trial) segmented by
+    another backend (``mask_variants.<key>``: dataset, and the ``segment`` keys backend, model,
+    depends_on), for the runs and cells whose ``masks`` name it.
 
-    Why: what masks do to re-ID is measured by fine-tuning and evaluating the same model with each
+    Why: what masks do to re-ID is measured by training and evaluating the same model with each
     backend's masks; only the images the protocol uses need them, which keeps slow backends
     (GrabCut, ~30 crops/s) affordable on a subset.
     """
@@ -165,12 +163,14 @@ def run_segment_variant(key: str, params: dict) -> dict:
     images_dir = Path("data/cache/mask_variants") / key / "images"
     write_shards(frame.to_dict("records"), images_dir)
     threshold = get(params, "mask.threshold")
-    cfg = dict(get(params, "segment"))
-    stats = segment_dataset(images_dir, MASK_VARIANTS / key, build_segmenter(_variant_segmenter_cfg(v["segmenter"], params)),
+    # the profile's segment settings (working size, runtime, batch) with the variant's backend
+    cfg = {**get(params, "segment"), "backend": v["backend"], "model": v.get("model")}
+    stats = segment_dataset(images_dir, MASKS / key, build_segmenter(_segmenter_cfg(cfg)),
                             cache_dir=MASK_CACHE, batch_size=cfg.get("batch_size", 64), threshold=threshold)
-    quality = quality_report(MASK_VARIANTS / key, REPORTS / "segmentation" / "variants" / key, images_dir=images_dir,
+    quality = quality_report(MASKS / key, REPORTS / "segmentation" / "variants" / key, images_dir=images_dir,
                              reference={}, threshold=threshold)
-    out = {"variant": key, "dataset": name, "segmenter": v["segmenter"], "run": stats, "quality": quality}
+    out = {"variant": key, "dataset": name, "backend": v["backend"], "model": v.get("model"), "run": stats,
+           "quality": quality}
     write_json(METRICS / "segmentation" / "variants" / f"{key}.json", out)
     return out
 

@@ -1,4 +1,4 @@
-"""Stages pretrain, finetune and finetune_variant: a training frame + masks -> models/<kind>/<run>/model.pt."""
+"""Stages pretrain, finetune and train: a training frame + masks -> models/<kind>/<run>/model.pt."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from maskreid.config import ParamsError, get
 from maskreid.io import write_json
-from maskreid.pipeline import IMAGES, MASK_VARIANTS, MASKS, METRICS, MODELS, SPLITS
+from maskreid.pipeline import IMAGES, MASKS, METRICS, MODELS, SPLITS
 from maskreid.train import DEFAULT_SAMPLER
 
 def _train_frame(datasets: list[str], trial: int = 0):
@@ -47,7 +47,7 @@ def overridden(base: dict, override: dict | None, what: str) -> dict:
 
 
 def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, init: Path | None,
-               params: dict, optim_of: str | None = None) -> dict:
+               params: dict) -> dict:
     """params -> ``train_model``'s keyword arguments for one run (``frame``: its training rows).
 
     A run may name its ``sampler`` (``shuffle`` | ``maskreid`` | ``pk``); the default follows the
@@ -57,7 +57,7 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
     (a replicate, to measure run-to-run noise): the stage declares ``<kind>.runs.<key>``, so such an
     override re-runs that run alone.
     """
-    optim = overridden(dict(get(params, f"{optim_of or kind}.optim")), run.get("optim"), f"{kind}.runs: optim")
+    optim = overridden(dict(get(params, f"{kind}.optim")), run.get("optim"), f"{kind}.runs: optim")
     optim["seed"] = run.get("seed", get(params, "seed"))  # a run may repeat another with its own seed
     batch_size = optim.pop("batch_size")
     sampler_cfg = _sampler_cfg(run.get("sampler") or DEFAULT_SAMPLER[loss], batch_size, get(params, "sampler"))
@@ -83,17 +83,22 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
     )
 
 
-def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init: Path | None, params: dict,
-           mask_dirs: list[Path] | None = None, optim_of: str | None = None) -> dict:
-    """One training run; masks from each dataset's segment out unless ``mask_dirs`` says otherwise,
-    optimiser settings from ``<optim_of or kind>.optim``."""
+def masks_dir(item: dict, where: str) -> Path:
+    """The mask folder a run or cell names with ``masks``: ``data/masks/<dataset>`` (the profile's
+    segment backend) or ``data/masks/<variant>`` (``mask_variants``); check_params vets the name."""
+    if not item.get("masks"):
+        raise ParamsError(f"{where}.masks is missing: name the dataset (its segment masks) or a mask_variants key")
+    return MASKS / item["masks"]
+
+
+def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init: Path | None, params: dict) -> dict:
+    """One training run, masks from the run's ``masks`` (pre-training: each set's own)."""
     from maskreid.train import train_model
     from maskreid.train.data import attach_images
 
     frame = attach_images(_train_frame(datasets), [IMAGES / d for d in datasets])
-    if mask_dirs is None:
-        mask_dirs = [MASKS / d for d in datasets]
-    args = train_args(kind, run, frame, mask_dirs, loss, init, params, optim_of)
+    mask_dirs = [MASKS / d for d in datasets] if kind == "pretrain" else [masks_dir(run, f"{kind}.runs.{key}")]
+    args = train_args(kind, run, frame, mask_dirs, loss, init, params)
     summary = train_model(**args, out_dir=MODELS / kind / key, live_dir=Path("dvclive") / kind / key)
     result = {
         "stage": f"{kind}@{key}",
@@ -145,7 +150,7 @@ def run_train(key: str, params: dict) -> dict:
 
 # where each kind of run keeps its runs in params: the one mapping the evaluate and report stages use
 RUN_SECTIONS = {"segmenter": "segmenter.runs", "pretrain": "pretrain.runs", "finetune": "finetune.runs",
-                "train": "train.runs", "finetune_variant": "mask_variants"}
+                "train": "train.runs"}
 
 
 def run_of(model: str, params: dict) -> tuple[str, dict]:
@@ -169,16 +174,4 @@ def pretrain_sets_of(model: str, params: dict) -> list[str]:
     init = run.get("init")
     return list(get(params, f"pretrain.runs.{init}.sets", []) or []) if init else []
 
-
-def variant_cell(key: str, variant: dict) -> tuple[str, dict]:
-    """The table cell (name, cell params) a mask variant's fine-tuned model is evaluated as."""
-    return f"masks_{key}", {"model": f"finetune_variant/{key}", "dataset": variant["dataset"]}
-
-
-def run_finetune_variant(key: str, params: dict) -> dict:
-    """Fine-tune like ``finetune`` but with a mask variant's masks (``mask_variants.<key>``)."""
-    v = get(params, f"mask_variants.{key}")
-    init = MODELS / "pretrain" / v["init"] / "model.pt"
-    return _train("finetune_variant", key, v, [v["dataset"]], v["loss"], init, params, mask_dirs=[MASK_VARIANTS / key],
-                  optim_of="finetune")
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from maskreid.config import ParamsError, get
 from maskreid.io import write_json
-from maskreid.pipeline import IMAGES, MASKS, MODELS, REPORTS, SPLITS
-from maskreid.pipeline.train import overridden, train_args
+from maskreid.pipeline import IMAGES, MODELS, REPORTS, SPLITS
+from maskreid.pipeline.train import masks_dir, overridden, train_args
 
 RUN_KEYS = {"val_ids", "val_seed", "loss_options"}  # a validation run's own keys, beside a train run's
-TRAIN_RUN_KEYS = {"dataset", "arch", "loss", "sampler", "optim", "model", "seed"}
+TRAIN_RUN_KEYS = {"dataset", "masks", "arch", "loss", "sampler", "optim", "model", "seed"}
 
 
 def validation_params(run: dict, params: dict) -> dict:
@@ -67,7 +67,7 @@ def validate_recipe(run: dict, params: dict, out_dir: Path) -> dict:
     frame = attach_images(merged_train({ds: manifest}, exclude_pids={ds: val_pids}), [IMAGES / ds])
     two_stream = build_model(run["arch"]).num_streams > 1  # the network says, not its name
     train_run = {k: v for k, v in run.items() if k not in RUN_KEYS}
-    args = train_args("train", train_run, frame, [MASKS / ds] if two_stream else [], run["loss"], None, run_params)
+    args = train_args("train", train_run, frame, [masks_dir(run, "validate.runs")] if two_stream else [], run["loss"], None, run_params)
     t0 = time.time()
     summary = train_model(**args, out_dir=out_dir)
     train_s = time.time() - t0
