@@ -73,7 +73,7 @@ def _worker(a: argparse.Namespace) -> dict:
                 ds = run["dataset"]
                 frame = merged_train({ds: read_manifest(SPLITS / ds)})
                 frame = attach_images(frame[frame["label"] < a.ids].reset_index(drop=True), [IMAGES / ds])
-                args = train_args("train", run, frame, [MASKS / ds], run["loss"], None, params)
+                args = train_args("train", run, frame, [MASKS / run.get("masks", ds)], run["loss"], None, params)
                 args["optim_cfg"].update(max_steps=a.steps, checkpoint_every=10**9, progress=False)
                 summary = train_model(**args, out_dir=Path(tmp) / "train" / key)
                 sd = torch.load(Path(tmp) / "train" / key / "model.pt", map_location="cpu",
@@ -103,7 +103,7 @@ def _worker(a: argparse.Namespace) -> dict:
             q = read_manifest(SPLITS / ds)
             q = attach_images(q[q["role"] == "query"].head(a.rows).reset_index(drop=True), [IMAGES / ds])
             two = model.num_streams > 1
-            f = extract_features(model, q, _masks_for([MASKS / ds]) if two else None,
+            f = extract_features(model, q, _masks_for([MASKS / c.get("masks", ds)]) if two else None,
                                  size=tuple(params["input"][k] for k in ("height", "width")), device="cpu",
                                  flip=params["evaluate"]["flip"], mask_mode=params["mask"]["mode"],
                                  mask_threshold=params["mask"]["threshold"])
