@@ -15,7 +15,7 @@ import fnmatch
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from maskreid.config import ParamsError
+from maskreid.config import ParamsError, get
 
 ARCHS = ("dgd", "maskreid_m", "maskreid_mf", "resnet50_m", "resnet50_mf", "mnv2", "mnv2_m", "mnv2_mf")
 LOSSES = ("npair", "rank", "softmax", "triplet")
@@ -200,10 +200,7 @@ def mask_problems(params: dict) -> list[str]:
             for v, spec in variants.items() if spec.get("dataset") not in datasets]
     source = {**{d: d for d in datasets}, **{v: spec.get("dataset") for v, spec in variants.items()}}
     for section in MASKED:
-        node: Any = params
-        for part in section.split("."):
-            node = (node or {}).get(part) if isinstance(node, dict) else None
-        for key, item in (node or {}).items():
+        for key, item in (get(params, section, None) or {}).items():
             where, masks = f"{section}.{key}.masks", (item or {}).get("masks")
             if masks is None:
                 out.append(f"{where} is missing: name the dataset (its segment masks) or a mask_variants key")
@@ -226,7 +223,7 @@ def _model_masks(model: str, dataset: str | None, params: dict) -> str | None:
     kind, _, key = model.partition("/")
     if kind == "pretrain":
         return dataset
-    run = ((params.get(kind) or {}).get("runs") or {}).get(key)
+    run = get(params, f"{kind}.runs.{key}", None)
     return run.get("masks") if isinstance(run, dict) else None
 
 
