@@ -15,7 +15,9 @@ subprocess (``PYTHONPATH`` set to that tree's ``src/``), and compares the result
 
     python benchmarks/same_outputs.py --base HEAD~3          # exit 1 if anything differs
 
-Run it in the workspace whose ``data/`` and ``models/`` the committed lock describes.
+Each side reads its own tree's params: the base the params.yaml committed at ``--base``, the
+working tree its workspace params.yaml, so a change that renames a params key (and the code that
+reads it) is checked like any other. Run it in the workspace whose ``data/`` and ``models/`` the committed lock describes.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _worker(a: argparse.Namespace) -> dict:
     from maskreid.train.data import attach_images
 
     torch.set_num_threads(a.threads)
-    params = yaml.safe_load(Path("params.yaml").read_text())
+    params = yaml.safe_load(Path(a.params).read_text())
     out: dict = {"code": str(Path(sys.modules["maskreid"].__file__).parent)}
     with tempfile.TemporaryDirectory() as tmp:
         for ds, cfg in params["datasets"].items():
@@ -122,6 +124,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="write both sides' digests here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--params", default="params.yaml", help=argparse.SUPPRESS)  # the worker's params file
     a = ap.parse_args()
     a.pieces = set(a.pieces.split(","))
     if a.worker:
@@ -141,9 +144,12 @@ def main() -> None:
         if (ROOT.parent / "shared").exists():  # code finds ../shared (models, data) beside its repo
             (Path(tmp) / "shared").symlink_to(ROOT.parent / "shared")
         subprocess.run(["tar", "-x", "-C", str(base_src)], input=archive, check=True)
-        for side, src in (("base", base_src / "src"), ("new", ROOT / "src")):
+        base_params = Path(tmp) / "base_params.yaml"
+        base_params.write_bytes(subprocess.run(["git", "-C", str(ROOT), "show", f"{a.base}:params.yaml"],
+                                               check=True, capture_output=True).stdout)
+        for side, src, params in (("base", base_src / "src", base_params), ("new", ROOT / "src", "params.yaml")):
             env = {**os.environ, "PYTHONPATH": str(src)}
-            res = subprocess.run(argv, env=env, capture_output=True, text=True)
+            res = subprocess.run([*argv, "--params", str(params)], env=env, capture_output=True, text=True)
             if res.returncode:
                 sys.exit(f"{side} ({src}) failed:\n{res.stderr[-3000:]}")
             sides[side] = json.loads(res.stdout.strip().splitlines()[-1])

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from maskreid.config import ParamsError, compose_params
-from maskreid.params_check import ARCHS, AP_RULES, LOSSES, SEG_BACKENDS, check_params, mask_problems, problems
+from maskreid.params_check import (ARCHS, AP_RULES, LOSSES, SEG_BACKENDS, SEG_WEIGHTS, check_params, mask_problems,
+                                   problems, segment_problems)
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.stem for p in (REPO / "conf" / "profile").glob("*.yaml"))
@@ -63,7 +64,7 @@ def test_allowed_sets_match_the_library():
 
     assert set(ARCHS) == set(LIB_ARCHS)
     assert set(LOSSES) == set(LIB_LOSSES)
-    assert set(SEG_BACKENDS) == set(BACKENDS)
+    assert set(SEG_BACKENDS) == set(BACKENDS) == set(SEG_WEIGHTS)
     assert set(AP_RULES) == set(LIB_AP)
 
 
@@ -100,3 +101,34 @@ def test_masks_name_a_folder_of_the_items_own_dataset():
     assert _masked(mask_variants__viper={"dataset": "viper", "backend": "grabcut"})[0].startswith("mask_variants.viper")
     assert _masked(mask_variants__market1501_pose={"dataset": "cuhk03", "backend": "onnx"})[0] == \
         "mask_variants.market1501_pose.dataset = 'cuhk03': must be one of ['market1501', 'viper']"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_names_its_segmenter_weights_as_its_backend_reads_them(tmp_path, profile):
+    assert segment_problems(_compose(tmp_path, f"profile={profile}")) == []
+
+
+@pytest.mark.parametrize("overrides, want", [
+    # a name for a backend that loads a file, a file for one that wants a name, weights for grabcut
+    (["profile=real_cpu", "segment.backend=smp"],
+     ["segment.network = 'pose': must be null for backend 'smp' (it reads checkpoint)",
+      "segment.checkpoint = None: backend 'smp' needs a segmenter.pt path"]),
+    (["profile=real_cpu", "segment.checkpoint=models/x.pt"],
+     ["segment.checkpoint = 'models/x.pt': must be null for backend 'onnx' (it reads network)"]),
+    (["profile=real_cpu", "segment.network=null"], ["segment.network = None: backend 'onnx' needs a name from its registry"]),
+    (["profile=demo", "segment.backend=grabcut", "segment.network=pose"],
+     ["segment.network = 'pose': must be null for backend 'grabcut' (it loads no weights)"]),
+])
+def test_segment_weights_are_the_ones_the_backend_reads(tmp_path, overrides, want):
+    params = _compose(tmp_path, *overrides)
+    assert segment_problems(params) == want
+    with pytest.raises(ParamsError, match="segment"):
+        check_params(params)
+
+
+def test_a_variant_with_the_old_model_key_is_refused():
+    params = {"mask_variants": {"v": {"dataset": "d", "backend": "onnx", "model": "pose"}}}
+    assert segment_problems(params) == [
+        "mask_variants.v: keys ['model'] are not options (known: ['backend', 'checkpoint', 'dataset', "
+        "'depends_on', 'network'])",
+        "mask_variants.v.network = None: backend 'onnx' needs a name from its registry"]

@@ -181,6 +181,43 @@ def problems(params: dict) -> list[str]:
     return out
 
 
+# which weights each segmentation backend loads: a registry name (``network``), a file (``checkpoint``), neither
+SEG_WEIGHTS = {"torchvision": "network", "onnx": "network", "smp": "checkpoint", "grabcut": None, "ground_truth": None}
+SEGMENT_KEYS = ("backend", "network", "checkpoint", "depends_on", "working_size", "batch_size", "num_workers",
+                "runtime", "compare", "quality_sample", "reference")
+VARIANT_KEYS = ("dataset", "backend", "network", "checkpoint", "depends_on")
+
+
+def segment_problems(params: dict) -> list[str]:
+    """``segment`` and each mask variant give exactly the weights their backend loads.
+
+    Why two keys: a torchvision model or an ONNX preset is a *name* in the backend's registry
+    (``network``), a trained smp segmenter is a *file* (``checkpoint``); one polymorphic key let a
+    path reach a backend that wanted a name, and failed only inside the stage.
+    """
+    out: list[str] = []
+    items = [("segment", dict(params.get("segment") or {}), SEGMENT_KEYS)]
+    items += [(f"mask_variants.{k}", dict(v or {}), VARIANT_KEYS)
+              for k, v in (params.get("mask_variants") or {}).items()]
+    for where, cfg, known in items:
+        unknown = sorted(set(cfg) - set(known))
+        if unknown:
+            out.append(f"{where}: keys {unknown} are not options (known: {sorted(known)})")
+        backend = cfg.get("backend")
+        if backend not in SEG_WEIGHTS:
+            continue  # the backend's own rule reports it
+        wanted = SEG_WEIGHTS[backend]
+        for key in ("network", "checkpoint"):
+            value = cfg.get(key)
+            if key == wanted and not (isinstance(value, str) and value):
+                what = "a name from its registry" if key == "network" else "a segmenter.pt path"
+                out.append(f"{where}.{key} = {value!r}: backend {backend!r} needs {what}")
+            elif key != wanted and value is not None:
+                need = f"it reads {wanted}" if wanted else "it loads no weights"
+                out.append(f"{where}.{key} = {value!r}: must be null for backend {backend!r} ({need})")
+    return out
+
+
 MASKED = ("finetune.runs", "train.runs", "validate.runs", "cells")  # the sections whose items name their masks
 
 
@@ -229,6 +266,6 @@ def _model_masks(model: str, dataset: str | None, params: dict) -> str | None:
 
 def check_params(params: dict) -> None:
     """Raise ``ParamsError`` listing every bad value (the caller prints it as one message)."""
-    bad = problems(params) + mask_problems(params)
+    bad = problems(params) + segment_problems(params) + mask_problems(params)
     if bad:
         raise ParamsError("params.yaml has values outside their allowed range:\n  " + "\n  ".join(bad))

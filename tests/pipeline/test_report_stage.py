@@ -51,3 +51,17 @@ def test_headline_metric_is_single_query_of_configured_cells_that_ran():
              "t2_old": {"sq": {"rank1": 1.0, "mAP": 1.0}}}  # a record of a cell no longer configured
     params = {"t2_a": {}, "t2_not_run": {}}
     assert headline_metrics(params, cells) == {"t2_a": {"rank1": 80.0, "mAP": 60.0}}
+
+
+def test_replicates_are_the_cells_whose_runs_differ_only_in_seed():
+    from maskreid.pipeline.report import replicate_groups
+
+    run = {"dataset": "market1501", "masks": "market1501", "arch": "mnv2_mf", "loss": "rank", "sampler": "pk"}
+    params = {"seed": 0, "train": {"runs": {
+        "a": run, "a_s1": {**run, "seed": 1}, "a_s2": {**run, "seed": 2},
+        "b": {**run, "arch": "mnv2"}, "b_s1": {**run, "arch": "mnv2", "seed": 1},
+        "c_other_masks": {**run, "masks": "market1501_seg", "seed": 1},   # another recipe: not a replicate
+        "d_longer": {**run, "optim": {"max_steps": 5000}, "seed": 3}}}}
+    cells = {n: {"model": f"train/{n}", "dataset": "market1501", "masks": params["train"]["runs"][n]["masks"]}
+             for n in params["train"]["runs"]}
+    assert replicate_groups(cells, params) == {"a": {"a": 0, "a_s1": 1, "a_s2": 2}, "b": {"b": 0, "b_s1": 1}}

@@ -59,4 +59,10 @@ def test_validation_runs_reach_the_headline_and_the_report(tmp_path):
     rows = validation_rows(params, tmp_path)
     assert list(rows) == ["negatives"]
     assert headline_metrics({}, {}, rows) == {"val_negatives": {"rank1": 60.5, "mAP": 47.25}}
-    assert "| negatives | market1501 | 100 (450 x 1500) | top_k=5 | 400 | 60.50 | 47.25 |" in validation_table(rows)
+    table = validation_table(rows)
+    assert "| negatives | market1501 | — | — | 100 (450 x 1500) | top_k=5 | 400 | 60.50 | 47.25 |" in table
+    one_stream = {**rec, "arch": "mnv2", "masks": None}  # a run without a mask stream reads no masks
+    two_stream = {**rec, "arch": "mnv2_mf", "masks": "market1501_seg"}
+    table = validation_table({"a": one_stream, "b": two_stream})
+    assert "| a | market1501 | mnv2 | none | 100 (450 x 1500) |" in table
+    assert "| b | market1501 | mnv2_mf | market1501_seg | 100 (450 x 1500) |" in table

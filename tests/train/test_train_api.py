@@ -24,7 +24,7 @@ OPT = {"max_steps": 2, "log_every": 1, "progress": False, "lr": 0.01}
 
 def test_train_rank_writes_model_and_live(tmp_path):
     frame, masks = synthetic_frame(n_ids=6, per_id=4)
-    s = train_model(frame, masks, "maskreid_mf", "rank", {"alpha": 0.15, "lam": 2.0},
+    s = train_model(frame, masks, "maskreid_mf", "rank", {"alpha": 0.15, "lambda": 2.0},
                     {"P": 3, "N": 5}, OPT, tmp_path / "m", live_dir=tmp_path / "live",
                     data_cfg={"size": SIZE})
     # with every negative kept (top_k None) each of the N terms adds at least exp(0) = 1 inside the
@@ -63,7 +63,7 @@ def test_softmax_then_finetune_drops_head(tmp_path):
 def test_a_checkpoint_of_other_masks_or_init_weights_is_not_resumed(tmp_path):
     """A finished run's checkpoint (a persist out) must not stand in for a run on new inputs."""
     frame, masks = synthetic_frame(n_ids=6, per_id=4)
-    args = ("maskreid_mf", "rank", {"alpha": 0.15, "lam": 2.0}, {"P": 3, "N": 5}, OPT, tmp_path / "m")
+    args = ("maskreid_mf", "rank", {"alpha": 0.15, "lambda": 2.0}, {"P": 3, "N": 5}, OPT, tmp_path / "m")
     first = train_model(frame, masks, *args, data_cfg={"size": SIZE})
     assert first["resumed_from"] is None
     assert train_model(frame, masks, *args, data_cfg={"size": SIZE})["resumed_from"] == 2  # same inputs

@@ -72,7 +72,7 @@ def test_training_through_the_loop_with_arrays(tmp_path):
 
     frame, masks = _frame(16)
     frame["label"] = np.arange(16) % 4
-    out = train_model(frame, masks, "mnv2_mf", "rank", {"alpha": 0.15, "lam": 2.0, "top_k": 2,
+    out = train_model(frame, masks, "mnv2_mf", "rank", {"alpha": 0.15, "lambda": 2.0, "top_k": 2,
                       "softmax_weight": 1.0, "label_smoothing": 0.1},
                       {"P": 3, "N": 3}, {"max_steps": 2, "lr": 1e-3, "optimizer": "adam", "progress": False},
                       tmp_path, data_cfg={"size": (H, W), "arrays": True},

@@ -2,6 +2,7 @@
 
 from .metric import (LOSSES, BatchHardTripletLoss, NPairLoss, RankingLoss, SoftmaxLoss,
                      build_loss, cosine_similarity_matrix)
+from .objective import Objective
 
 __all__ = ["LOSSES", "BatchHardTripletLoss", "NPairLoss", "RankingLoss", "SoftmaxLoss",
-           "build_loss", "cosine_similarity_matrix"]
+           "Objective", "build_loss", "cosine_similarity_matrix"]

@@ -38,6 +38,7 @@ class SoftmaxLoss(nn.Module):
     """Identity classification: cross-entropy on the classifier logits."""
 
     input = "logits"
+    CONFIG_KEYS: dict = {}  # params key -> argument (losses/objective.py); label_smoothing is a shared key
 
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
@@ -70,6 +71,7 @@ class RankingLoss(nn.Module):
     """
 
     input = "feat"
+    CONFIG_KEYS = {"alpha": "alpha", "lambda": "lam", "top_k": "top_k"}  # lambda: a Python keyword
 
     def __init__(self, alpha: float = 0.15, lam: float = 2.0, top_k: int | None = None):
         super().__init__()
@@ -110,6 +112,7 @@ class BatchHardTripletLoss(nn.Module):
     """
 
     input = "feat"
+    CONFIG_KEYS = {"margin": "margin"}
 
     def __init__(self, margin: float = 0.3):
         super().__init__()

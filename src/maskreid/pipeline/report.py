@@ -4,13 +4,15 @@ metrics/headline.json; CMC and training curves of this profile -> reports/curves
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
 from maskreid.config import get
 from maskreid.io import read_json, write_json, write_text
 from maskreid.pipeline import METRICS, REPORTS
-from maskreid.pipeline.train import RUN_SECTIONS
+from maskreid.pipeline.train import RUN_SECTIONS, run_of
+from maskreid.report.replicates import replicate_table
 from maskreid.report.validation import validation_table
 
 def run_report(_key: str, params: dict) -> dict:
@@ -19,6 +21,10 @@ def run_report(_key: str, params: dict) -> dict:
     cells = load_cells(REPORTS / "cells")
     cell_params = dict(get(params, "cells"))
     md, js = build_report(cell_params, cells, mask_table=get(params, "mask_table", {}) or {})
+    groups = replicate_groups(cell_params, params)
+    if groups:
+        rep_md, js["replicates"] = replicate_table(groups, cells)
+        md = md.rstrip("\n") + "\n" + "\n".join(rep_md) + "\n"
     val = validation_rows(params)
     if val:
         md += validation_table(val)
@@ -29,6 +35,20 @@ def run_report(_key: str, params: dict) -> dict:
     runs = {kind: list(get(params, key, {}) or {}) for kind, key in RUN_SECTIONS.items()}
     collect_plots(list(cell_params), runs, REPORTS / "cmc", Path("dvclive"), REPORTS / "curves")
     return js
+
+
+def replicate_groups(cell_params: dict, params: dict) -> dict[str, dict[str, int]]:
+    """Cells whose models are the same run but for ``seed`` (same kind, dataset, masks and every
+    other run key): first cell -> {cell: its seed}, for groups of two or more."""
+    groups: dict[str, dict[str, int]] = {}
+    for name, cell in cell_params.items():
+        kind, run = run_of(cell.get("model", ""), params)
+        if not run:
+            continue
+        recipe = json.dumps([kind, cell.get("dataset"), cell.get("masks"),
+                             {k: v for k, v in run.items() if k != "seed"}], sort_keys=True, default=str)
+        groups.setdefault(recipe, {})[name] = int(run.get("seed", get(params, "seed", 0)))
+    return {next(iter(g)): g for g in groups.values() if len(g) > 1}
 
 
 def validation_rows(params: dict, results_dir: Path = REPORTS / "validate") -> dict[str, dict]:

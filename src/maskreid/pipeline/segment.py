@@ -29,16 +29,20 @@ def run_train_segmenter(key: str, params: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- segmentation
+VARIANT_KEYS = ("backend", "network", "checkpoint")  # what a mask variant sets of ``segment`` (omitted: null)
+
 def _segmenter_cfg(cfg: dict) -> dict:
-    """params.segment -> build_segmenter's dict (backend + that backend's own params)."""
+    """params.segment -> build_segmenter's dict (backend + that backend's own params): ``network``
+    names a torchvision model or an ONNX preset, ``checkpoint`` is a trained smp segmenter's file
+    (check_params has refused a backend given the other key)."""
     backend = cfg["backend"]
     out: dict[str, Any] = {"backend": backend}
     if backend == "torchvision":
-        out.update(model=cfg["model"], size=list(cfg.get("working_size", [256, 128])), batch_size=cfg.get("batch_size", 64))
+        out.update(model=cfg["network"], size=list(cfg.get("working_size", [256, 128])), batch_size=cfg.get("batch_size", 64))
     elif backend == "smp":
-        out.update(path=cfg["model"], runtime=cfg.get("runtime", "auto"))
+        out.update(path=cfg["checkpoint"], runtime=cfg.get("runtime", "auto"))
     elif backend == "onnx":
-        out.update(preset=cfg["model"])
+        out.update(preset=cfg["network"])
     return out
 
 
@@ -48,7 +52,7 @@ def _segmenter_held_out(cfg: dict) -> set[int] | None:
         return None
     from maskreid.segment.seg_model import read_checkpoint
 
-    ckpt = read_checkpoint(cfg["model"])
+    ckpt = read_checkpoint(cfg["checkpoint"])
     pids = (ckpt.get("train_summary") or {}).get("val_pids")
     return {int(p) for p in pids} if pids else None
 
@@ -142,8 +146,8 @@ def run_segment(name: str, params: dict) -> dict:
 
 def run_segment_variant(key: str, params: dict) -> dict:
     """``data/masks/<key>``: one dataset's split images (train and test, every trial) segmented by
-    another backend (``mask_variants.<key>``: dataset, and the ``segment`` keys backend, model,
-    depends_on), for the runs and cells whose ``masks`` name it.
+    another backend (``mask_variants.<key>``: dataset, and the ``segment`` keys backend, network,
+    checkpoint, depends_on), for the runs and cells whose ``masks`` name it.
 
     Why: what masks do to re-ID is measured by training and evaluating the same model with each
     backend's masks; only the images the protocol uses need them, which keeps slow backends
@@ -164,12 +168,12 @@ def run_segment_variant(key: str, params: dict) -> dict:
     write_shards(frame.to_dict("records"), images_dir)
     threshold = get(params, "mask.threshold")
     # the profile's segment settings (working size, runtime, batch) with the variant's backend
-    cfg = {**get(params, "segment"), "backend": v["backend"], "model": v.get("model")}
+    cfg = {**get(params, "segment"), **{k: v.get(k) for k in VARIANT_KEYS}}
     stats = segment_dataset(images_dir, MASKS / key, build_segmenter(_segmenter_cfg(cfg)),
                             cache_dir=MASK_CACHE, batch_size=cfg.get("batch_size", 64), threshold=threshold)
     quality = quality_report(MASKS / key, REPORTS / "segmentation" / "variants" / key, images_dir=images_dir,
                              reference={}, threshold=threshold)
-    out = {"variant": key, "dataset": name, "backend": v["backend"], "model": v.get("model"), "run": stats,
+    out = {"variant": key, "dataset": name, **{k: v.get(k) for k in VARIANT_KEYS}, "run": stats,
            "quality": quality}
     write_json(METRICS / "segmentation" / "variants" / f"{key}.json", out)
     return out

@@ -74,7 +74,7 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
         masks=_masks_for(mask_dirs),
         arch=run.get("arch") or _arch_of(init),
         loss_name=loss,
-        loss_cfg=_loss_options(loss, params),
+        loss_cfg=dict(get(params, f"losses.{loss}", {})),  # the loss's own section; losses.Objective reads it
         sampler_cfg=sampler_cfg,
         optim_cfg=optim,
         init_from=init,
@@ -112,15 +112,6 @@ def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init:
     }
     write_json(METRICS / "train" / f"{kind}_{key}.json", result)
     return result
-
-
-def _loss_options(loss: str, params: dict) -> dict:
-    """params ``losses.<loss>`` (each loss's own knobs, composed from ``loss``) -> its keyword
-    arguments: the only loss params a run reads, so a stage declares that section alone."""
-    cfg = dict(get(params, f"losses.{loss}", {}))
-    if "lambda" in cfg:  # a Python keyword: the loss calls it lam
-        cfg["lam"] = cfg.pop("lambda")
-    return cfg
 
 
 def _arch_of(model_path: Path | None) -> str:

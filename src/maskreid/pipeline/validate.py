@@ -89,6 +89,8 @@ def validate_recipe(run: dict, params: dict, out_dir: Path) -> dict:
         **chosen,
         "scores": scores,
         "dataset": ds,
+        "arch": run["arch"],
+        "masks": run.get("masks") if two_stream else None,
         "val_ids": len(val_pids),
         "val_pids": sorted(val_pids),
         "train_images": int(len(frame)),

@@ -7,10 +7,12 @@ from __future__ import annotations
 def validation_table(rows: dict[str, dict]) -> str:
     """Markdown section of the report: one line per validation run, what it set and its score."""
     lines = ["", "## Validation split (held-out training identities, never the test set)", "",
-             "| run | dataset | held-out ids (queries x gallery) | loss options | steps | rank-1 | mAP |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | dataset | arch | masks | held-out ids (queries x gallery) | loss options | steps | rank-1 | mAP |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, r in rows.items():
         opts = ", ".join(f"{k}={v}" for k, v in sorted((r.get("loss_options") or {}).items()))
-        lines.append(f"| {key} | {r['dataset']} | {r['val_ids']} ({r['val_queries']} x {r['val_gallery']}) | "
+        masks = r.get("masks") or ("none" if "masks" in r else "—")  # records before these keys: —
+        lines.append(f"| {key} | {r['dataset']} | {r.get('arch', '—')} | {masks} | "
+                     f"{r['val_ids']} ({r['val_queries']} x {r['val_gallery']}) | "
                      f"{opts} | {r.get('steps')} | {r['rank1']:.2f} | {r['mAP']:.2f} |")
     return "\n".join(lines) + "\n"

@@ -112,17 +112,18 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
     """Train ``arch`` with ``loss_name`` on ``train_frame`` and write ``out_dir/model.pt``.
 
     train_frame: rows with ``image``, ``image_id``, ``sha256`` and ``label`` (0..C-1) or ``pid``
-    (relabelled here). loss_cfg: the loss's options, plus ``softmax_weight`` to add a softmax
-    term to a metric loss. sampler_cfg: ``kind`` (default by loss, see ``DEFAULT_SAMPLER``) and
+    (relabelled here). loss_cfg: the run's ``losses.<loss_name>`` params section as it stands in
+    params.yaml (``lambda``, ``softmax_weight``...), read by ``Objective.from_config``.
+    sampler_cfg: ``kind`` (default by loss, see ``DEFAULT_SAMPLER``) and
     its sizes. optim_cfg: ``fit``'s options (see ``maskreid.train.loop``). data_cfg: ``size``
     (H, W), ``mask_mode``, ``mask_threshold``. model_cfg: ``feat_dim``, ``dropout``, ``streams``.
     Under torchrun every rank calls this; rank 0 alone logs to ``live_dir`` and writes.
     """
-    from maskreid.losses import build_loss
+    from maskreid.losses import Objective
     from maskreid.models import build_model
 
     flush_denormals()
-    loss_cfg = dict(loss_cfg or {})
+    objective = Objective.from_config(loss_name, loss_cfg)  # before any data is read: a typo fails fast
     sampler_cfg = dict(sampler_cfg or {})
     optim_cfg = dict(optim_cfg or {})
     data_cfg = dict(data_cfg or {})
@@ -134,19 +135,13 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
     labels = frame["label"].to_numpy(np.int64)
     if labels.size == 0 or labels.min() < 0:
         raise ValueError("training labels must be >= 0 (junk/distractor rows do not belong in training)")
-    softmax_weight = float(loss_cfg.pop("softmax_weight", 0.0))
-    label_smoothing = float(loss_cfg.pop("label_smoothing", 0.0))
-    if loss_name == "softmax":
-        loss_cfg["label_smoothing"] = label_smoothing
-    needs_logits = loss_name == "softmax" or softmax_weight > 0
-    num_classes = int(labels.max()) + 1 if needs_logits else None
+    num_classes = int(labels.max()) + 1 if objective.needs_logits else None
 
     seed = int(optim_cfg.get("seed", DEFAULTS["seed"]))
     torch.manual_seed(seed)  # model init is part of the run's reproducibility
     model = build_model(arch, num_classes=num_classes, **model_cfg)
     if init_from is not None:
         load_pretrained(model, init_from)
-    loss_fn = build_loss(loss_name, **loss_cfg)
 
     size = tuple(data_cfg.get("size", DEFAULT_SIZE))
     mask_mode = data_cfg.get("mask_mode", "binary")
@@ -167,9 +162,9 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
     kind = sampler_cfg.pop("kind", DEFAULT_SAMPLER.get(loss_name))
     sampler = build_batch_sampler(labels, kind, sampler_cfg, seed, info.rank, info.world_size)
 
-    cfg = {**optim_cfg, "loss_input": "logits" if loss_name == "softmax" else "feat",
-           "softmax_weight": softmax_weight, "label_smoothing": label_smoothing,
-           "meta": {"arch": arch, "loss": loss_name, "loss_cfg": loss_cfg, "sampler": kind,
+    cfg = {**optim_cfg, "loss_input": objective.loss.input,
+           "softmax_weight": objective.softmax_weight, "label_smoothing": objective.label_smoothing,
+           "meta": {"arch": arch, "loss": loss_name, "loss_cfg": objective.options, "sampler": kind,
                     "sampler_cfg": sampler_cfg, "data_cfg": data_cfg, "model_cfg": model_cfg,
                     "init_from": str(init_from) if init_from else None, "n": len(frame),
                     "inputs": inputs_digest(frame, masks if two_stream else None, init_from)}}
@@ -181,7 +176,7 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
         live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False,
                     resume=(out_dir / CHECKPOINT_NAME).exists())
     try:
-        summary = fit(model, loss_fn, dataset, sampler, cfg, out_dir, live=live)
+        summary = fit(model, objective.loss, dataset, sampler, cfg, out_dir, live=live)
     finally:
         if live is not None:
             live.end()
