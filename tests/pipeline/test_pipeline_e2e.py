@@ -128,7 +128,7 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     report.run_report("", p)
     md = Path("reports/tables.md").read_text()
     assert "t2_rank" in md and "t1_maskreid_mf_synthetic_small" in md
-    assert "## Masks → re-ID" in md and "| GrabCut | masks_grabcut | grabcut |" in md
+    assert "## Masks → re-ID" in md and "| GrabCut | synthetic | masks_grabcut | grabcut |" in md
     assert "| true masks | t2_rank | ground_truth |" in md
     tracked = json.loads(Path("metrics/headline.json").read_text())
     assert tracked["t2_rank"] == head["sq"] and set(tracked) == set(p["cells"]) | {"val_rank"}
