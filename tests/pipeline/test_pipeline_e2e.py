@@ -128,12 +128,12 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     report.run_report("", p)
     md = Path("reports/tables.md").read_text()
     assert "t2_rank" in md and "t1_maskreid_mf_synthetic_small" in md
-    assert "## Masks → re-ID" in md and "| GrabCut | masks_grabcut | grabcut |" in md
-    assert "| true masks | t2_rank | ground_truth |" in md
+    assert "## Masks → re-ID" in md and "| GrabCut | synthetic | masks_grabcut | grabcut |" in md
+    assert "| true masks | synthetic | t2_rank | ground_truth |" in md
     tracked = json.loads(Path("metrics/headline.json").read_text())
     assert tracked["t2_rank"] == head["sq"] and set(tracked) == set(p["cells"]) | {"val_rank"}
     assert tracked["val_rank"] == {"rank1": val["rank1"], "mAP": val["mAP"]}
-    assert "## Validation split" in md and "| rank | synthetic | 2 (" in md and "| top_k=2 |" in md
+    assert "## Validation split" in md and "| rank | synthetic | mnv2_mf | synthetic | 2 (" in md and "| top_k=2 |" in md
     plots = {f.relative_to("reports/curves").as_posix() for f in Path("reports/curves").rglob("*.json")}
     assert {"cmc/t2_rank.json", "training/pretrain_maskreid_mf_train_loss.json",
             "training/finetune_synthetic_rank_grabcut_train_loss.json"} <= plots

@@ -92,13 +92,14 @@ def mask_source_table(rows: dict[str, str], cells: dict[str, dict[str, Any]]) ->
     """What masks do to re-ID: one row per cell of ``rows`` (cell -> label), same model and loss,
     only the masks differ. Not in the paper; the rows are whatever the params name."""
     lines = ["", "## Masks → re-ID: the same model fine-tuned and tested with each mask source", "",
-             "| masks | cell | mask backend | single query rank-1 / mAP | + re-ranking | multi-query (mean) |",
-             "|---|---|---|---|---|---|"]
+             "| masks | dataset | cell | mask backend | single query rank-1 / mAP | + re-ranking | multi-query (mean) |",
+             "|---|---|---|---|---|---|---|"]
     out = []
     for cell, label in rows.items():
         res = cells.get(cell) or {}
         backend = (res.get("setup") or {}).get("mask_backend") or ("none" if res else "—")
-        lines.append(f"| {label} | {cell} | {backend} | {_pair(res.get('sq'))} | {_pair(res.get('sq_rerank'))} | "
+        lines.append(f"| {label} | {res.get('dataset', '—')} | {cell} | {backend} | {_pair(res.get('sq'))} | "
+                     f"{_pair(res.get('sq_rerank'))} | "
                      f"{_pair(res.get('mq_mean')) if 'mq_mean' in res or not res else '—'} |")
         out.append({"cell": cell, "label": label, "mask_backend": backend,
                     **{k: res.get(k) for k in ("sq", "sq_rerank", "mq_mean")}})
