@@ -108,6 +108,7 @@ _OPTIM = {
     "num_workers": integer(0),
     "amp": one_of("bf16", "fp16", "none", None),
     "channels_last_cpu": boolean,
+    "amp_cpu": boolean,
 }
 
 RULES: dict[str, Check] = {
@@ -146,6 +147,8 @@ RULES: dict[str, Check] = {
     **{f"{kind}.runs.*.optim.{k}": c for kind in ("pretrain", "finetune", "train", "validate")
        for k, c in _OPTIM.items()},
     **{f"{kind}.runs.*.model.last_stride": one_of(1, 2) for kind in ("train", "validate")},
+    **{f"{kind}.runs.*.input.{k}": integer(1) for kind in ("pretrain", "finetune", "train", "validate")
+       for k in ("height", "width")},
     "validate.runs.*.val_ids": integer(1),
     "validate.runs.*.val_seed": integer(0),
     "validate.runs.*.loss_options.top_k": optional(integer(1)),

@@ -42,3 +42,14 @@ def test_headline_keeps_rank1_and_map_single_query_first():
     h = headline(res)
     assert list(h) == ["sq", "sq_rerank", "mq_max"]
     assert h["sq"] == {"rank1": 4, "mAP": 5}
+
+
+def test_features_are_taken_at_the_size_the_model_trained_on():
+    from types import SimpleNamespace
+
+    from maskreid.pipeline.evaluate import trained_size
+
+    params = {"input": {"height": 128, "width": 64}}
+    assert trained_size(SimpleNamespace(train_meta={"input_size": [160, 80]}), params) == (160, 80)
+    assert trained_size(SimpleNamespace(train_meta={"input_size": None}), params) == (128, 64)
+    assert trained_size(SimpleNamespace(), params) == (128, 64)

@@ -83,3 +83,21 @@ def test_a_cells_model_maps_to_its_run_loss_and_sets():
     assert [loss_of(m, params) for m in ("pretrain/mf", "finetune/m_rank", "train/t")] == ["softmax", "rank", "triplet"]
     assert pretrain_sets_of("pretrain/mf", params) == pretrain_sets_of("finetune/m_rank", params) == ["viper", "cuhk01"]
     assert pretrain_sets_of("train/t", params) == [] and loss_of("nosuch/x", params) is None
+
+
+def test_a_run_may_train_on_its_own_crop_size(params):
+    base = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank"})
+    a = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank", "input": {"height": 160, "width": 80}})
+    assert base["data_cfg"]["size"] == (128, 64) and a["data_cfg"]["size"] == (160, 80)
+    assert {k: v for k, v in a["data_cfg"].items() if k != "size"} == {k: v for k, v in base["data_cfg"].items() if k != "size"}
+    half = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank", "input": {"height": 192}})
+    assert half["data_cfg"]["size"] == (192, 64)  # a key it leaves out is the profile's
+    with pytest.raises(ParamsError, match=r"input keys \['h'\]"):
+        _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "input": {"h": 160}})
+
+
+def test_a_run_may_set_a_loop_option_its_profile_leaves_at_the_default(params):
+    assert "amp_cpu" not in params["train"]["optim"]
+    base = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank"})
+    a = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank", "optim": {"amp_cpu": True}})
+    assert a["optim_cfg"] == {**base["optim_cfg"], "amp_cpu": True} and "amp_cpu" not in base["optim_cfg"]

@@ -66,3 +66,13 @@ def test_validation_runs_reach_the_headline_and_the_report(tmp_path):
     table = validation_table({"a": one_stream, "b": two_stream})
     assert "| a | market1501 | mnv2 | none | 100 (450 x 1500) |" in table
     assert "| b | market1501 | mnv2_mf | market1501_seg | 100 (450 x 1500) |" in table
+
+
+def test_a_validation_run_may_name_its_crop_size():
+    from maskreid.pipeline.validate import validation_params
+
+    params = {"losses": {"rank": {"alpha": 0.15}}}
+    run = {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "input": {"height": 160, "width": 80}}
+    assert validation_params(run, params)["losses"] == {"rank": {"alpha": 0.15}}
+    with pytest.raises(ParamsError, match="inputs"):
+        validation_params({**run, "inputs": {"height": 160}}, params)

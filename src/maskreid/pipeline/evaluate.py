@@ -15,6 +15,16 @@ def run_evaluate(key: str, params: dict) -> dict:
     return _evaluate(key, cell, params, masks_dir(cell, f"cells.{key}"))
 
 
+def trained_size(model, params: dict) -> tuple[int, int]:
+    """The (H, W) the model was trained on (its checkpoint's ``input_size``): a run may train on
+    larger crops than the profile's ``input``, and features at another size would be a silent
+    mismatch. Checkpoints without the record fall back to the profile's ``input``."""
+    size = (getattr(model, "train_meta", None) or {}).get("input_size")
+    if size:
+        return int(size[0]), int(size[1])
+    return int(get(params, "input.height")), int(get(params, "input.width"))
+
+
 def _evaluate(key: str, cell: dict, params: dict, mask_dir: Path) -> dict:
     """Features once (stored), every protocol of the dataset, with and without re-ranking."""
     import numpy as np
@@ -42,7 +52,7 @@ def _evaluate(key: str, cell: dict, params: dict, mask_dir: Path) -> dict:
         model,
         frame,
         masks,
-        size=(get(params, "input.height"), get(params, "input.width")),
+        size=trained_size(model, params),
         batch_size=ecfg.get("batch_size", 256),
         device=device,
         flip=ecfg.get("flip", False),

@@ -9,6 +9,7 @@ from maskreid.io import write_json
 from maskreid.pipeline import IMAGES, MASKS, METRICS, MODELS, SPLITS
 from maskreid.train import DEFAULT_SAMPLER
 
+
 def _train_frame(datasets: list[str], trial: int = 0):
     """Training rows of one or several datasets, identities namespaced and relabelled 0..C-1."""
     from maskreid.splits import merged_train, read_manifest
@@ -46,22 +47,35 @@ def overridden(base: dict, override: dict | None, what: str) -> dict:
     return {**base, **(override or {})}
 
 
+def input_size(run: dict, params: dict, what: str) -> tuple[int, int]:
+    """(H, W) crops a run trains on: the profile's ``input``, or the run's own (a higher-resolution
+    headline run beside the ablation's); the checkpoint records it, so evaluation follows the model."""
+    size = overridden(dict(get(params, "input")), run.get("input"), f"{what}: input")
+    return int(size["height"]), int(size["width"])
+
+
 def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, init: Path | None,
                params: dict) -> dict:
     """params -> ``train_model``'s keyword arguments for one run (``frame``: its training rows).
 
     A run may name its ``sampler`` (``shuffle`` | ``maskreid`` | ``pk``); the default follows the
     loss (``maskreid.train.DEFAULT_SAMPLER``): the paper's 1 x P + N batch for the ranking loss.
-    A run may also override keys of ``<kind>.optim`` and ``model`` with its own ``optim`` / ``model``
-    mappings (e.g. a longer schedule for one headline run), and the profile's ``seed`` with its own
+    A run may also override keys of ``<kind>.optim``, ``model`` and ``input`` with its own ``optim`` /
+    ``model`` / ``input`` mappings (e.g. a longer schedule or larger crops for one headline run; ``optim``
+    may also set any other option of the training loop), and the profile's ``seed`` with its own
     (a replicate, to measure run-to-run noise): the stage declares ``<kind>.runs.<key>``, so such an
     override re-runs that run alone.
     """
-    optim = overridden(dict(get(params, f"{kind}.optim")), run.get("optim"), f"{kind}.runs: optim")
+    from maskreid.train.loop import DEFAULTS as LOOP_DEFAULTS
+
+    base = dict(get(params, f"{kind}.optim"))
+    # a run may also set a loop option its profile leaves at the default (``amp_cpu`` for one input size)
+    overridden({**LOOP_DEFAULTS, **base}, run.get("optim"), f"{kind}.runs: optim")  # refuses unknown keys
+    optim = {**base, **(run.get("optim") or {})}
     optim["seed"] = run.get("seed", get(params, "seed"))  # a run may repeat another with its own seed
     batch_size = optim.pop("batch_size")
     sampler_cfg = _sampler_cfg(run.get("sampler") or DEFAULT_SAMPLER[loss], batch_size, get(params, "sampler"))
-    size = (get(params, "input.height"), get(params, "input.width"))
+    size = input_size(run, params, f"{kind}.runs")
     mask = get(params, "mask")
     model_cfg = {"feat_dim": get(params, "model.feat_dim"), "width": get(params, "model.width")}
     if kind == "train":  # from ImageNet: the mnv2 trunk's own options
