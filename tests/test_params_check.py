@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from maskreid.config import ParamsError, compose_params
-from maskreid.params_check import (ARCHS, AP_RULES, LOSSES, SEG_BACKENDS, SEG_WEIGHTS, check_params, mask_problems,
+from maskreid.params_check import (ARCHS, AP_RULES, LOSSES, SEG_AUGMENTS, SEG_BACKENDS, SEG_WEIGHTS, check_params, mask_problems,
                                    problems, segment_problems)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +36,7 @@ def test_every_profile_passes(tmp_path, profile):
     ("finetune.optim.lr=0", "finetune.optim.lr"),
     ("evaluate.rerank.lambda=1.5", "evaluate.rerank.lambda"),
     ("ingest.skip_corrupt=yes", "ingest.skip_corrupt"),
+    ("+segmenter.runs.market_parsing.augment=heavy", "segmenter.runs.market_parsing.augment"),
 ])
 def test_a_bad_value_is_named_with_what_is_allowed(tmp_path, override, key):
     params = _compose(tmp_path, override)
@@ -63,11 +64,14 @@ def test_allowed_sets_match_the_library():
     from maskreid.losses.metric import LOSSES as LIB_LOSSES
     from maskreid.models.networks import ARCHS as LIB_ARCHS
     from maskreid.segment.base import BACKENDS
+    from maskreid.segment.ensemble import ENSEMBLE
+    from maskreid.segment.parsing_data import AUGMENTS
 
     assert set(ARCHS) == set(LIB_ARCHS)
     assert set(LOSSES) == set(LIB_LOSSES)
-    assert set(SEG_BACKENDS) == set(BACKENDS) == set(SEG_WEIGHTS)
+    assert set(SEG_BACKENDS) == set(BACKENDS) | {ENSEMBLE} == set(SEG_WEIGHTS)
     assert set(AP_RULES) == set(LIB_AP)
+    assert SEG_AUGMENTS == AUGMENTS
 
 
 def _masked(**over):
@@ -120,6 +124,9 @@ def test_every_profile_names_its_segmenter_weights_as_its_backend_reads_them(tmp
     (["profile=real_cpu", "segment.network=null"], ["segment.network = None: backend 'onnx' needs a name from its registry"]),
     (["profile=demo", "segment.backend=grabcut", "segment.network=pose"],
      ["segment.network = 'pose': must be null for backend 'grabcut' (it loads no weights)"]),
+    # the ensemble reads both: a preset name and a trained segmenter
+    (["profile=real_cpu", "segment.backend=ensemble"],
+     ["segment.checkpoint = None: backend 'ensemble' needs a segmenter.pt path"]),
 ])
 def test_segment_weights_are_the_ones_the_backend_reads(tmp_path, overrides, want):
     params = _compose(tmp_path, *overrides)

@@ -20,8 +20,9 @@ from maskreid.config import ParamsError, get
 ARCHS = ("dgd", "maskreid_m", "maskreid_mf", "resnet50_m", "resnet50_mf", "mnv2", "mnv2_m", "mnv2_mf")
 LOSSES = ("npair", "rank", "softmax", "triplet")
 SAMPLERS = ("maskreid", "pk", "shuffle")
-SEG_BACKENDS = ("grabcut", "ground_truth", "onnx", "smp", "torchvision")
+SEG_BACKENDS = ("ensemble", "grabcut", "ground_truth", "onnx", "smp", "torchvision")
 AP_RULES = ("market", "mean")
+SEG_AUGMENTS = ("mild", "strong")
 
 Check = Callable[[Any], str | None]  # None when the value is allowed, else what is allowed
 
@@ -117,6 +118,7 @@ RULES: dict[str, Check] = {
     "input.height": integer(1),
     "input.width": integer(1),
     "mask.mode": one_of("binary", "soft"),
+    "segmenter.runs.*.augment": one_of(*SEG_AUGMENTS),
     "mask.threshold": number(0, 1),
     "segment.backend": one_of(*SEG_BACKENDS),
     "segment.working_size": size_pair,
@@ -185,7 +187,8 @@ def problems(params: dict) -> list[str]:
 
 
 # which weights each segmentation backend loads: a registry name (``network``), a file (``checkpoint``), neither
-SEG_WEIGHTS = {"torchvision": "network", "onnx": "network", "smp": "checkpoint", "grabcut": None, "ground_truth": None}
+SEG_WEIGHTS = {"torchvision": ("network",), "onnx": ("network",), "smp": ("checkpoint",), "grabcut": (),
+               "ground_truth": (), "ensemble": ("network", "checkpoint")}  # ensemble: an ONNX preset + a trained segmenter
 SEGMENT_KEYS = ("backend", "network", "checkpoint", "depends_on", "working_size", "batch_size", "num_workers",
                 "runtime", "compare", "quality_sample", "reference")
 VARIANT_KEYS = ("dataset", "backend", "network", "checkpoint", "depends_on")
@@ -212,11 +215,11 @@ def segment_problems(params: dict) -> list[str]:
         wanted = SEG_WEIGHTS[backend]
         for key in ("network", "checkpoint"):
             value = cfg.get(key)
-            if key == wanted and not (isinstance(value, str) and value):
+            if key in wanted and not (isinstance(value, str) and value):
                 what = "a name from its registry" if key == "network" else "a segmenter.pt path"
                 out.append(f"{where}.{key} = {value!r}: backend {backend!r} needs {what}")
-            elif key != wanted and value is not None:
-                need = f"it reads {wanted}" if wanted else "it loads no weights"
+            elif key not in wanted and value is not None:
+                need = f"it reads {' and '.join(wanted)}" if wanted else "it loads no weights"
                 out.append(f"{where}.{key} = {value!r}: must be null for backend {backend!r} ({need})")
     return out
 

@@ -115,3 +115,43 @@ def test_training_target_stays_aligned_with_the_image_to_a_fraction_of_a_pixel()
         (ix, iy), (tx, ty) = _centroid(bright), _centroid(y[0])
         worst = max(worst, abs(ix - tx), abs(iy - ty))
     assert worst < 0.1, worst
+
+
+def test_strong_geometry_moves_image_and_target_together():
+    # the same map given as image and as target must come out identical: one shared crop
+    from torchvision import tv_tensors
+
+    from maskreid.segment.parsing_data import build_transform
+
+    t = build_transform((128, 64), True, "strong")
+    mild_scale = build_transform((128, 64), True, "mild").transforms[0].scale
+    assert t.transforms[0].scale[0] < mild_scale[0]  # wider framing than the Market-chosen recipe
+    torch.manual_seed(0)
+    for _ in range(10):
+        m = torch.rand(1, 128, 64)
+        a, b = t(tv_tensors.Image(m), tv_tensors.Image(m.clone()))
+        assert torch.equal(a, b)
+
+
+def test_strong_photometric_changes_the_image_only_in_value():
+    from maskreid.segment.parsing_data import build_photometric
+
+    img = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 128, 64), dtype=np.uint8))
+    torch.manual_seed(0)
+    outs = [build_photometric(True, "strong")(img) for _ in range(40)]
+    assert all(o.shape == (3, 128, 64) and o.dtype == torch.float32 and 0 <= o.min() <= o.max() <= 1 for o in outs)
+    grey = sum(bool(torch.equal(o[0], o[1]) and torch.equal(o[1], o[2])) for o in outs)
+    assert 0 < grey < 40  # some crops are turned grey, not all
+    # blur, low resolution or JPEG smooth the noise in some crops: neighbouring pixels grow alike
+    rough = [float((o[:, :, 1:] - o[:, :, :-1]).abs().mean()) for o in outs]
+    assert min(rough) < 0.5 * max(rough)
+    torch.testing.assert_close(build_photometric(False, "strong")(img), img.float() / 255)
+
+
+def test_unknown_augmentation_is_refused():
+    import pytest
+
+    from maskreid.segment.parsing_data import build_transform
+
+    with pytest.raises(ValueError, match="augment must be one of"):
+        build_transform((128, 64), True, "heavy")

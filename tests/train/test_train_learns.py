@@ -32,8 +32,11 @@ def test_ranking_loss_training_beats_the_untrained_model(tmp_path):
     opt = {"max_steps": 0, "progress": False, "seed": 0}
     train_model(train, masks, "maskreid_mf", "rank", {"top_k": 5}, {"P": 4, "N": 8}, {**opt, "max_steps": 1, "lr": 0.0},
                 tmp_path / "untrained", **common)
+    # lr 0.02: at 0.05 this tiny net sat at the edge of stability, and on one machine's numerics
+    # (2026-12-03, AMD EPYC) seed 0 fell to 27-44 rank-1 after 200-300 steps; at 0.02 seeds 0-2
+    # reach 73, 73, 92 there (untrained: 46)
     train_model(train, masks, "maskreid_mf", "rank", {"top_k": 5}, {"P": 4, "N": 8},
-                {**opt, "max_steps": 300, "lr": 0.05, "warmup_steps": 10}, tmp_path / "trained", **common)
+                {**opt, "max_steps": 300, "lr": 0.02, "warmup_steps": 10}, tmp_path / "trained", **common)
     before = _rank1(load_model(tmp_path / "untrained" / "model.pt", "cpu"), test, masks)
     after = _rank1(load_model(tmp_path / "trained" / "model.pt", "cpu"), test, masks)
     assert after >= before + 15, (before, after)

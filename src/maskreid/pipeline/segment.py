@@ -32,9 +32,10 @@ def run_train_segmenter(key: str, params: dict) -> dict:
 VARIANT_KEYS = ("backend", "network", "checkpoint")  # what a mask variant sets of ``segment`` (omitted: null)
 
 def _segmenter_cfg(cfg: dict) -> dict:
-    """params.segment -> build_segmenter's dict (backend + that backend's own params): ``network``
+    """params.segment -> build_mask_source's dict (backend + that backend's own params): ``network``
     names a torchvision model or an ONNX preset, ``checkpoint`` is a trained smp segmenter's file
-    (check_params has refused a backend given the other key)."""
+    (check_params has refused a backend given the other key). ``ensemble`` reads both: the mean of
+    the smp segmenter and the ONNX preset."""
     backend = cfg["backend"]
     out: dict[str, Any] = {"backend": backend}
     if backend == "torchvision":
@@ -43,12 +44,14 @@ def _segmenter_cfg(cfg: dict) -> dict:
         out.update(path=cfg["checkpoint"], runtime=cfg.get("runtime", "auto"))
     elif backend == "onnx":
         out.update(preset=cfg["network"])
+    elif backend == "ensemble":
+        out["members"] = [_segmenter_cfg({**cfg, "backend": "smp"}), _segmenter_cfg({**cfg, "backend": "onnx"})]
     return out
 
 
 def _segmenter_held_out(cfg: dict) -> set[int] | None:
     """Identities a trained smp segmenter never trained on (from its checkpoint), else None."""
-    if cfg.get("backend") != "smp":
+    if cfg.get("backend") not in ("smp", "ensemble"):
         return None
     from maskreid.segment.seg_model import read_checkpoint
 
@@ -77,6 +80,7 @@ def run_segment(name: str, params: dict) -> dict:
     import time
 
     from maskreid.segment import build_segmenter
+    from maskreid.segment.ensemble import build_mask_source
     from maskreid.segment.quality import parsing_reference, quality_report
     from maskreid.segment.run import segment_dataset
     from maskreid.segment.torchvision_seg import WeightsUnavailableError
@@ -86,7 +90,7 @@ def run_segment(name: str, params: dict) -> dict:
     threshold = get(params, "mask.threshold")
     report_dir = REPORTS / "segmentation" / name
     stats = segment_dataset(
-        IMAGES / name, MASKS / name, build_segmenter(_segmenter_cfg(cfg)), cache_dir=MASK_CACHE,
+        IMAGES / name, MASKS / name, build_mask_source(_segmenter_cfg(cfg), MASK_CACHE), cache_dir=MASK_CACHE,
         batch_size=cfg.get("batch_size", 64), num_workers=cfg.get("num_workers", 0), threshold=threshold,
     )
     ref_src = (cfg.get("reference") or {}).get(name)
@@ -153,7 +157,7 @@ def run_segment_variant(key: str, params: dict) -> dict:
     backend's masks; only the images the protocol uses need them, which keeps slow backends
     (GrabCut, ~30 crops/s) affordable on a subset.
     """
-    from maskreid.segment import build_segmenter
+    from maskreid.segment.ensemble import build_mask_source
     from maskreid.segment.quality import quality_report
     from maskreid.segment.run import segment_dataset
     from maskreid.splits import read_manifest
@@ -169,7 +173,7 @@ def run_segment_variant(key: str, params: dict) -> dict:
     threshold = get(params, "mask.threshold")
     # the profile's segment settings (working size, runtime, batch) with the variant's backend
     cfg = {**get(params, "segment"), **{k: v.get(k) for k in VARIANT_KEYS}}
-    stats = segment_dataset(images_dir, MASKS / key, build_segmenter(_segmenter_cfg(cfg)),
+    stats = segment_dataset(images_dir, MASKS / key, build_mask_source(_segmenter_cfg(cfg), MASK_CACHE),
                             cache_dir=MASK_CACHE, batch_size=cfg.get("batch_size", 64), threshold=threshold)
     quality = quality_report(MASKS / key, REPORTS / "segmentation" / "variants" / key, images_dir=images_dir,
                              reference={}, threshold=threshold)

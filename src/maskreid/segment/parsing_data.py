@@ -175,9 +175,21 @@ def split_pairs(pairs: ParsingPairs, val_fraction: float = 0.1, seed: int = 0) -
     return pairs.subset(np.flatnonzero(~is_val)), pairs.subset(np.flatnonzero(is_val)), val_pids
 
 
-def build_transform(input_size: tuple[int, int], train: bool) -> v2.Compose:
-    """Geometry shared by image and target: mild scale/shift jitter for training (re-ID crops are
+AUGMENTS = ("mild", "strong")
+
+
+def _check_augment(augment: str) -> None:
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+
+
+def build_transform(input_size: tuple[int, int], train: bool, augment: str = "mild") -> v2.Compose:
+    """Geometry shared by image and target: scale/shift jitter for training (re-ID crops are
     already tight boxes, detector boxes vary); eval only resizes.
+
+    ``mild`` is the recipe the Market-trained segmenter was chosen with. ``strong`` widens the
+    crop scale and aspect range: each dataset's boxes (detector-drawn in Market, hand-drawn in
+    Duke, VIPeR's fixed 128 × 48) frame people differently, and the model must not learn Market's.
 
     The target goes through the same bilinear resampling as the image, as a float map (person
     probability, or one-hot parts). A nearest-neighbour mask resize samples half a source pixel
@@ -185,15 +197,55 @@ def build_transform(input_size: tuple[int, int], train: bool) -> v2.Compose:
     right of and below the person (measured on held-out crops). The horizontal flip is done by
     ``ParsingDataset`` itself, because flipped part labels must swap left and right.
     """
+    _check_augment(augment)
     h, w = input_size
-    if train:
-        return v2.Compose([v2.RandomResizedCrop((h, w), scale=(0.7, 1.0), ratio=(0.4, 0.62), antialias=True)])
-    return v2.Compose([v2.Resize((h, w), antialias=True)])
+    if not train:
+        return v2.Compose([v2.Resize((h, w), antialias=True)])
+    scale, ratio = ((0.7, 1.0), (0.4, 0.62)) if augment == "mild" else ((0.45, 1.0), (0.3, 0.8))
+    return v2.Compose([v2.RandomResizedCrop((h, w), scale=scale, ratio=ratio, antialias=True)])
 
 
-def build_photometric(train: bool) -> v2.Compose:
-    """Colour jitter for training (cameras differ), image only; then float in [0, 1]."""
-    ops: list = [v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03)] if train else []
+def _low_resolution(img: torch.Tensor) -> torch.Tensor:
+    """Down- then up-sample a uint8 C×H×W image by a random factor in [0.35, 0.75]: small and
+    distant people (VIPeR's 128 × 48, Duke's far cameras) arrive blurred by upscaling."""
+    h, w = img.shape[-2:]
+    f = float(torch.empty(()).uniform_(0.35, 0.75))
+    small = v2.functional.resize(img, [max(8, round(h * f)), max(4, round(w * f))], antialias=True)
+    return v2.functional.resize(small, [h, w], antialias=True)
+
+
+def _jpeg(img: torch.Tensor) -> torch.Tensor:
+    """Re-encode a uint8 RGB C×H×W image as JPEG at a random quality in [20, 90] (OpenCV: the
+    torchvision codec is deprecated): the blocking and colour bleeding of archived CCTV frames."""
+    q = int(torch.randint(20, 91, ()))
+    bgr = np.ascontiguousarray(img.permute(1, 2, 0).numpy()[:, :, ::-1])
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, q])
+    if not ok:
+        raise RuntimeError("OpenCV could not JPEG-encode an augmented crop")
+    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    return img.new_tensor(np.ascontiguousarray(out)).permute(2, 0, 1)
+
+
+def build_photometric(train: bool, augment: str = "mild") -> v2.Compose:
+    """Image-only changes for training (cameras differ), then float in [0, 1].
+
+    ``mild``: colour jitter. ``strong`` adds what separates one camera network from another
+    besides colour: grey and washed-out frames, defocus and motion blur, JPEG blocking and low
+    resolution, each on a random share of the crops, so that a segmenter trained on Market's six
+    cameras keeps its edges on other datasets' crops.
+    """
+    _check_augment(augment)
+    ops: list = []
+    if train and augment == "mild":
+        ops = [v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03)]
+    elif train:
+        ops = [
+            v2.ColorJitter(brightness=0.5, contrast=0.5, saturation=0.6, hue=0.08),
+            v2.RandomGrayscale(p=0.1),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.3, 1.6))], p=0.3),
+            v2.RandomApply([v2.Lambda(_low_resolution)], p=0.25),
+            v2.RandomApply([v2.Lambda(_jpeg)], p=0.3),
+        ]
     return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True)])
 
 
@@ -206,10 +258,11 @@ class ParsingDataset(Dataset):
     """Yields ``(image float [3,H,W] normalised, target)``; target is the ``[1,H,W]`` float person
     map (0/1, fractional on resampled edges), or ``[H,W]`` int64 part labels when ``part_labels``."""
 
-    def __init__(self, pairs: ParsingPairs, input_size, train: bool, mean, std, part_labels: bool = False):
+    def __init__(self, pairs: ParsingPairs, input_size, train: bool, mean, std, part_labels: bool = False,
+                 augment: str = "mild"):
         self.pairs = pairs
-        self.geometry = build_transform(tuple(input_size), train)
-        self.photometric = build_photometric(train)
+        self.geometry = build_transform(tuple(input_size), train, augment)
+        self.photometric = build_photometric(train, augment)
         self.norm = v2.Normalize(mean=list(mean), std=list(std))
         self.part_labels = part_labels
         self.train = train

@@ -11,6 +11,8 @@ Config keys of ``train_segmenter`` (see ``DEFAULT_CFG``):
   decoder_channels Unet decoder widths (smp default [256,128,64,32,16] is ~10x slower on CPU)
   pretrained       load ImageNet MobileNetV2 weights when available (random init otherwise, logged)
   input_size       [H, W] fed to the network (128×64 = Market's native size)
+  augment          "mild" (scale/shift + colour jitter: the Market-chosen recipe) | "strong" (wider
+                   framing, grey, blur, low resolution, JPEG: for crops of other camera networks)
   part_labels      train on the 20 parsing classes instead of person/background
   part_aux         weight of an auxiliary 20-class part head on the decoder output (0 = off): the
                    parts teach the shared decoder limbs and outlines; the head is dropped after
@@ -76,6 +78,7 @@ DEFAULT_CFG: dict = {
     "decoder_channels": [128, 64, 32, 16, 16],
     "pretrained": True,
     "input_size": [128, 64],
+    "augment": "mild",
     "part_labels": False,
     "part_aux": 0.0,
     "epochs": 4,
@@ -205,7 +208,8 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     bs = int(cfg["batch_size"])
     if len(train_set) < bs:
         raise ValueError(f"only {len(train_set)} training crops for batch_size {bs}")
-    ds = ParsingDataset(train_set, input_size, True, IMAGENET_MEAN, IMAGENET_STD, part_labels=cfg["part_labels"] or part_aux > 0)
+    ds = ParsingDataset(train_set, input_size, True, IMAGENET_MEAN, IMAGENET_STD, part_labels=cfg["part_labels"] or part_aux > 0,
+                        augment=cfg["augment"])
     steps_per_epoch = len(train_set) // bs
     total = int(cfg["max_steps"]) if cfg["max_steps"] else int(cfg["epochs"]) * steps_per_epoch
     log.info("segmenter data: %d train crops (%d ids), %d held-out crops (%d ids); %d steps", len(train_set), len(train_pids), len(val_set), len(val_pids), total)
@@ -350,7 +354,7 @@ def train_segmenter(cfg: dict, out_dir: str | Path, live=None, pairs: ParsingPai
     final = validate() if len(val_set) else {"iou_mean": float("nan"), "iou_p10": float("nan"), "n_crops": 0}
     summary = {
         "arch": cfg["arch"], "encoder": cfg["encoder"], "model_kwargs": mkw, "input_size": input_size,
-        "classes": classes, **({"part_aux": part_aux} if part_aux else {}), "steps": step, "epochs_equiv": step / steps_per_epoch, "encoder_init": init["init"],
+        "classes": classes, **({"part_aux": part_aux} if part_aux else {}), "augment": cfg["augment"], "steps": step, "epochs_equiv": step / steps_per_epoch, "encoder_init": init["init"],
         "device": device, "threads": torch.get_num_threads(),
         "train_crops": len(train_set), "train_ids": len(train_pids),
         "val_crops": len(val_set), "val_ids": len(val_pids), "val_pids": sorted(val_pids),
