@@ -206,8 +206,8 @@ def build_transform(input_size: tuple[int, int], train: bool, augment: str = "mi
 
 
 def _low_resolution(img: torch.Tensor) -> torch.Tensor:
-    """Down- then up-sample a uint8 C×H×W image by a random factor in [0.35, 0.75]: small and
-    distant people (VIPeR's 128 × 48, Duke's far cameras) arrive blurred by upscaling."""
+    """Down- then up-sample a uint8 C×H×W image by a random factor in [0.35, 0.75]: crops of
+    small, distant people arrive blurred by upscaling."""
     h, w = img.shape[-2:]
     f = float(torch.empty(()).uniform_(0.35, 0.75))
     small = v2.functional.resize(img, [max(8, round(h * f)), max(4, round(w * f))], antialias=True)
@@ -230,7 +230,7 @@ def build_photometric(train: bool, augment: str = "mild") -> v2.Compose:
     """Image-only changes for training (cameras differ), then float in [0, 1].
 
     ``mild``: colour jitter. ``strong`` adds what separates one camera network from another
-    besides colour: grey and washed-out frames, defocus and motion blur, JPEG blocking and low
+    besides colour: grey and washed-out frames, defocus (Gaussian) blur, JPEG blocking and low
     resolution, each on a random share of the crops, so that a segmenter trained on Market's six
     cameras keeps its edges on other datasets' crops.
     """
