@@ -105,3 +105,19 @@ def test_a_crafted_pickle_is_refused_without_running_it(tmp_path, loader):
     with pytest.raises(Exception, match="[Ww]eights only load failed"):
         getattr(train_api, loader)(*args)
     assert not marker.exists()
+
+
+def test_train_model_refuses_cpu_bf16_before_reading_any_crop(monkeypatch, tmp_path):
+    import pandas as pd
+    import torch
+
+    from maskreid.train import train_model
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    frame = pd.DataFrame({"image": [b"not a jpeg"] * 4, "image_id": list("abcd"), "sha256": list("abcd"),
+                          "label": [0, 0, 1, 1]})  # unreadable: an error about it would mean data was read
+    with pytest.raises(ValueError, match="optim.amp_cpu"):
+        train_model(frame, None, "dgd", "softmax", None, {"kind": "shuffle", "batch_size": 2},
+                    {"amp_cpu": True, "device": "cpu", "max_steps": 1}, tmp_path, data_cfg={"arrays": True},
+                    model_cfg={"width": 0.25})

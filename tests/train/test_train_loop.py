@@ -241,3 +241,20 @@ def test_max_steps_wins_over_epochs(tmp_path):
     _, by_steps = _run(tmp_path / "b", {**CFG, "epochs": 2, "max_steps": 7})
     assert by_epochs["steps"] == 6
     assert by_steps["steps"] == 7
+
+
+def test_cpu_bf16_autocast_is_refused_without_native_bf16(monkeypatch):
+    """On an AVX2-only CPU bf16 autocast is emulated (15x slower): an error naming the option,
+    not an hour-long slow run; with native bf16, or on CUDA, or with the option off, no error."""
+    import torch
+
+    from maskreid.train.loop import check_cpu_autocast
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with pytest.raises(ValueError, match="optim.amp_cpu is true.*no native bf16"):
+        check_cpu_autocast({"amp_cpu": True}, on_cuda=False)
+    check_cpu_autocast({"amp_cpu": True}, on_cuda=True)
+    check_cpu_autocast({"amp_cpu": False}, on_cuda=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    check_cpu_autocast({"amp_cpu": True}, on_cuda=False)
