@@ -93,3 +93,22 @@ def test_the_profile_keys_make_a_segmenter_and_preset_ensemble():
     assert cfg == {"backend": "ensemble", "members": [
         {"backend": "smp", "path": "models/s/segmenter.pt", "runtime": "auto"},
         {"backend": "onnx", "preset": "pose"}]}
+
+
+@pytest.mark.parametrize("cached, match", [(b"not a png", "cannot be decoded"), (None, "5x5 for a 4x4 crop")])
+def test_a_bad_cached_member_mask_is_an_error_naming_it_not_a_silent_recompute(cached, match):
+    from maskreid.store.shards import CorruptImageError
+
+    img = np.zeros((4, 4, 3), np.uint8)
+    a, b = Const(1.0, "a"), Const(0.2, "b")
+    ens = EnsembleSegmenter([a, b])
+    ens._cached[0] = {"abc": cached if cached is not None else encode_png(np.zeros((5, 5), np.uint8))}
+    with pytest.raises(CorruptImageError, match=f"image abc.*{match}|{match}") as err:
+        ens.predict_rows([img], [{"sha256": "abc"}])
+    assert "abc" in str(err.value) and a.seen == 0  # named, and not recomputed
+
+
+def test_the_ensemble_reads_the_columns_its_members_need():
+    a, b, c = Const(1.0, "a"), Const(0.2, "b"), Const(0.5, "c")
+    a.needs_columns, c.needs_columns = ("gt_mask",), ("gt_mask", "other")
+    assert EnsembleSegmenter([a, b, c]).needs_columns == ("gt_mask", "other")

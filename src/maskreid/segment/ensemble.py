@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from maskreid.segment.base import Segmenter, build_segmenter, fingerprint_of
 from maskreid.store.masks import MaskCache, prob_to_uint8
+from maskreid.store.shards import CorruptImageError, decode_mask
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,6 @@ class EnsembleSegmenter(Segmenter):
     (looked up by image sha256 under the member's fingerprint), only misses are computed.
     """
 
-    needs_columns = ()
-
     def __init__(self, members: list[Segmenter], weights: list[float] | None = None,
                  cache_dir: str | Path | None = None):
         if len(members) < 2:
@@ -41,6 +39,8 @@ class EnsembleSegmenter(Segmenter):
         if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"ensemble weights {weights}: one non-negative weight per member, not all 0")
         self.members = members
+        # the row columns any member reads (e.g. ground_truth's gt_mask), each once
+        self.needs_columns = tuple(dict.fromkeys(c for m in members for c in m.needs_columns))
         self.weights = np.asarray(weights, np.float32) / np.float32(sum(weights))
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._cached: list[dict[str, bytes] | None] = [None] * len(members)
@@ -64,12 +64,15 @@ class EnsembleSegmenter(Segmenter):
         todo = []
         for j, row in enumerate(rows):
             png = cache.get(row.get("sha256", ""))
-            if png is not None:
-                u8 = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
-                if u8 is not None and u8.shape == images[j].shape[:2]:
-                    out[j] = u8
-                    continue
-            todo.append(j)
+            if png is None:
+                todo.append(j)
+                continue
+            key = f"{self.members[i].describe()} cache {self.cache_dir}, image {row['sha256']}"
+            u8 = decode_mask(png, key)  # unreadable: CorruptImageError naming the entry, not a silent redo
+            if u8.shape != images[j].shape[:2]:
+                raise CorruptImageError(f"mask {key!r}: {u8.shape[1]}x{u8.shape[0]} for a "
+                                        f"{images[j].shape[1]}x{images[j].shape[0]} crop of the same bytes")
+            out[j] = u8
         if todo:
             probs = self.members[i].predict_rows([images[j] for j in todo], [rows[j] for j in todo])
             for j, p in zip(todo, probs):
