@@ -141,3 +141,21 @@ def test_a_variant_with_the_old_model_key_is_refused():
         "mask_variants.v: keys ['model'] are not options (known: ['backend', 'checkpoint', 'dataset', "
         "'depends_on', 'network'])",
         "mask_variants.v.network = None: backend 'onnx' needs a name from its registry"]
+
+
+def test_a_fine_tuning_run_must_name_a_pretraining_run():
+    from maskreid.params_check import init_problems
+
+    params = {"pretrain": {"runs": {"duke": {}}},
+              "finetune": {"runs": {"ok": {"init": "duke"}, "typo": {"init": "dkue"}}},
+              "validate": {"finetune_runs": {"none": {}, "ok": {"init": "duke"}}}}
+    assert init_problems(params) == [
+        "finetune.runs.typo.init = 'dkue': must be one of pretrain.runs ['duke']",
+        "validate.finetune_runs.none.init = None: must be one of pretrain.runs ['duke']"]
+
+
+def test_validation_runs_from_a_pretrained_model_are_checked_like_the_others():
+    params = {"validate": {"finetune_runs": {"a": {"loss": "rank", "arch": "mnv2", "val_ids": 0,
+                                                   "model": {"last_stride": 3}}}}}
+    keys = sorted(line.split(" = ")[0] for line in problems(params))
+    assert keys == ["validate.finetune_runs.a.model.last_stride", "validate.finetune_runs.a.val_ids"]

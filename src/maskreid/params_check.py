@@ -112,6 +112,9 @@ _OPTIM = {
     "amp_cpu": boolean,
 }
 
+# the params sections that hold training runs (a validation run is a train run plus keys of its own)
+RUN_SECTIONS = ("pretrain.runs", "finetune.runs", "train.runs", "validate.runs", "validate.finetune_runs")
+
 RULES: dict[str, Check] = {
     "seed": integer(0),
     "ingest.skip_corrupt": boolean,
@@ -139,21 +142,17 @@ RULES: dict[str, Check] = {
     "sampler.pk_p": integer(2),
     "sampler.pk_k": integer(2),
     **{f"{kind}.optim.{k}": c for kind in ("pretrain", "finetune", "train") for k, c in _OPTIM.items()},
-    "train.data.pad": integer(0),
-    "train.data.erase_p": number(0, 1),
-    "train.data.arrays": boolean,
+    **{f"{kind}.data.{k}": c for kind in ("pretrain", "finetune", "train")
+       for k, c in (("pad", integer(0)), ("erase_p", number(0, 1)), ("arrays", boolean))},
     # a validation run is a train run with a few keys of its own (maskreid.pipeline.validate)
-    **{f"{kind}.runs.*.{k}": c for kind in ("pretrain", "finetune", "train", "validate")
+    **{f"{runs}.*.{k}": c for runs in RUN_SECTIONS
        for k, c in (("loss", one_of(*LOSSES)), ("arch", one_of(*ARCHS)), ("sampler", optional(one_of(*SAMPLERS))),
                     ("seed", integer(0)))},
-    **{f"{kind}.runs.*.optim.{k}": c for kind in ("pretrain", "finetune", "train", "validate")
-       for k, c in _OPTIM.items()},
-    **{f"{kind}.runs.*.model.last_stride": one_of(1, 2) for kind in ("train", "validate")},
-    **{f"{kind}.runs.*.input.{k}": integer(1) for kind in ("pretrain", "finetune", "train", "validate")
-       for k in ("height", "width")},
-    "validate.runs.*.val_ids": integer(1),
-    "validate.runs.*.val_seed": integer(0),
-    "validate.runs.*.loss_options.top_k": optional(integer(1)),
+    **{f"{runs}.*.optim.{k}": c for runs in RUN_SECTIONS for k, c in _OPTIM.items()},
+    **{f"{runs}.*.model.last_stride": one_of(1, 2) for runs in RUN_SECTIONS},
+    **{f"{runs}.*.input.{k}": integer(1) for runs in RUN_SECTIONS for k in ("height", "width")},
+    **{f"{runs}.*.{k}": c for runs in ("validate.runs", "validate.finetune_runs")
+       for k, c in (("val_ids", integer(1)), ("val_seed", integer(0)), ("loss_options.top_k", optional(integer(1))))},
     "mask_variants.*.backend": one_of(*SEG_BACKENDS),
     "evaluate.ap": one_of(*AP_RULES),
     "evaluate.max_rank": integer(1),
@@ -224,7 +223,7 @@ def segment_problems(params: dict) -> list[str]:
     return out
 
 
-MASKED = ("finetune.runs", "train.runs", "validate.runs", "cells")  # the sections whose items name their masks
+MASKED = ("finetune.runs", "train.runs", "validate.runs", "validate.finetune_runs", "cells")  # the sections whose items name their masks
 
 
 def mask_problems(params: dict) -> list[str]:
@@ -270,8 +269,20 @@ def _model_masks(model: str, dataset: str | None, params: dict) -> str | None:
     return run.get("masks") if isinstance(run, dict) else None
 
 
+def init_problems(params: dict) -> list[str]:
+    """A fine-tuning run's ``init`` must name a run of ``pretrain.runs`` (its model is the stage's dep)."""
+    pretrained = set(get(params, "pretrain.runs", None) or {})
+    out = []
+    for section in ("finetune.runs", "validate.finetune_runs"):
+        for key, item in (get(params, section, None) or {}).items():
+            init = (item or {}).get("init")
+            if init not in pretrained:
+                out.append(f"{section}.{key}.init = {init!r}: must be one of pretrain.runs {sorted(pretrained)}")
+    return out
+
+
 def check_params(params: dict) -> None:
     """Raise ``ParamsError`` listing every bad value (the caller prints it as one message)."""
-    bad = problems(params) + segment_problems(params) + mask_problems(params)
+    bad = problems(params) + segment_problems(params) + mask_problems(params) + init_problems(params)
     if bad:
         raise ParamsError("params.yaml has values outside their allowed range:\n  " + "\n  ".join(bad))

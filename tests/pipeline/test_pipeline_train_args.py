@@ -101,3 +101,34 @@ def test_a_run_may_set_a_loop_option_its_profile_leaves_at_the_default(params):
     base = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank"})
     a = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank", "optim": {"amp_cpu": True}})
     assert a["optim_cfg"] == {**base["optim_cfg"], "amp_cpu": True} and "amp_cpu" not in base["optim_cfg"]
+
+
+def _init_model(tmp_path, arch="mnv2", last_stride=1):
+    """A stand-in pre-training output: what ``train_model`` writes, without its weights."""
+    import torch
+
+    path = tmp_path / "model.pt"
+    torch.save({"arch": arch, "model_cfg": {"feat_dim": 256, "pretrained": True, "last_stride": last_stride},
+                "state_dict": {}}, path)
+    return path
+
+
+def test_a_pretraining_run_of_the_imagenet_trunk_gets_its_options(params):
+    frame = pd.DataFrame({"image_id": [], "sha256": [], "label": []})
+    run = params["pretrain"]["runs"]["mnv2_for_market1501"]
+    a = train_args("pretrain", run, frame, [], "softmax", None, params)
+    assert a["model_cfg"] == {"feat_dim": params["model"]["feat_dim"], "pretrained": True, "last_stride": 1}
+    assert a["optim_cfg"]["max_steps"] == params["pretrain"]["optim"]["max_steps"]
+    assert a["data_cfg"]["arrays"] is True  # pretrain.data, not the per-image default
+
+
+def test_a_run_from_a_pretrained_model_takes_its_arch_and_stride_not_imagenet(params, tmp_path):
+    init = _init_model(tmp_path, last_stride=1)
+    assert params["model"]["last_stride"] == 2  # so the stride below can only come from the init model
+    frame = pd.DataFrame({"image_id": [], "sha256": [], "label": []})
+    a = train_args("train", {"dataset": "market1501", "loss": "rank"}, frame, [], "rank", init, params)
+    assert a["arch"] == "mnv2" and a["init_from"] == init
+    assert a["model_cfg"] == {"feat_dim": params["model"]["feat_dim"], "pretrained": False, "last_stride": 1}
+    with pytest.raises(ParamsError, match="run its pretrain stage first"):
+        train_args("finetune", {"dataset": "market1501", "loss": "rank"}, frame, [], "rank",
+                   tmp_path / "nosuch.pt", params)

@@ -76,3 +76,29 @@ def test_a_validation_run_may_name_its_crop_size():
     assert validation_params(run, params)["losses"] == {"rank": {"alpha": 0.15}}
     with pytest.raises(ParamsError, match="inputs"):
         validation_params({**run, "inputs": {"height": 160}}, params)
+
+
+def test_a_run_from_a_pretrained_model_has_its_own_stage(params):
+    """``init`` in validate.runs would train without the stage depending on the init model: refused;
+    validate.finetune_runs (stage validate_finetune, with that dep) needs it; both reach the report."""
+    from maskreid.pipeline.validate import run_validate, run_validate_finetune
+
+    run = params["validate"]["finetune_runs"]["market_mnv2_from_duke"]
+    assert run["init"] in params["pretrain"]["runs"]
+    base = params["validate"]["runs"]["market_mnv2_from_imagenet"]
+    assert {k: v for k, v in run.items() if k != "init"} == base  # the same recipe, only the start differs
+    bad = {**params, "validate": {"runs": {"x": {**base, "init": run["init"]}}, "finetune_runs": {"y": base}}}
+    with pytest.raises(ParamsError, match="validate.finetune_runs"):
+        run_validate("x", bad)
+    with pytest.raises(ParamsError, match="init is missing"):
+        run_validate_finetune("y", bad)
+
+
+
+def test_runs_from_a_pretrained_model_reach_the_report(tmp_path):
+    import json
+
+    params = {"validate": {"runs": {"imagenet": {}}, "finetune_runs": {"duke": {}}}}
+    for key in ("imagenet", "duke"):
+        (tmp_path / f"{key}.json").write_text(json.dumps({"rank1": 1.0, "mAP": 2.0}))
+    assert list(validation_rows(params, tmp_path)) == ["imagenet", "duke"]

@@ -54,7 +54,8 @@ def replicate_groups(cell_params: dict, params: dict) -> dict[str, dict[str, int
 def validation_rows(params: dict, results_dir: Path = REPORTS / "validate") -> dict[str, dict]:
     """The profile's validation results that exist, by run key (for the report)."""
     rows = {}
-    for key in get(params, "validate.runs", {}) or {}:
+    runs = {**(get(params, "validate.runs", {}) or {}), **(get(params, "validate.finetune_runs", {}) or {})}
+    for key in runs:
         path = results_dir / f"{key}.json"
         if path.exists():
             rows[key] = read_json(path)

@@ -77,16 +77,22 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
     sampler_cfg = _sampler_cfg(run.get("sampler") or DEFAULT_SAMPLER[loss], batch_size, get(params, "sampler"))
     size = input_size(run, params, f"{kind}.runs")
     mask = get(params, "mask")
+    init_meta = _checkpoint_meta(init)
+    arch = run.get("arch") or init_meta.get("arch")
+    if not arch:
+        raise ParamsError(f"{kind}.runs: a run needs `arch` or an `init` model")
     model_cfg = {"feat_dim": get(params, "model.feat_dim"), "width": get(params, "model.width")}
-    if kind == "train":  # from ImageNet: the mnv2 trunk's own options
-        model_cfg = {"feat_dim": get(params, "model.feat_dim"), "pretrained": True,
-                     "last_stride": get(params, "model.last_stride")}
+    if kind == "train" or arch.startswith("mnv2"):  # the ImageNet trunk's own options, in any kind of run:
+        # ImageNet's weights unless an init model replaces them, and the init model's last stride
+        model_cfg = {"feat_dim": get(params, "model.feat_dim"), "pretrained": init is None,
+                     "last_stride": (init_meta.get("model_cfg") or {}).get("last_stride",
+                                                                          get(params, "model.last_stride"))}
     model_cfg = overridden(model_cfg, run.get("model"), f"{kind}.runs: model")
     data = get(params, f"{kind}.data", None)
     return dict(
         train_frame=frame,
         masks=_masks_for(mask_dirs),
-        arch=run.get("arch") or _arch_of(init),
+        arch=arch,
         loss_name=loss,
         loss_cfg=dict(get(params, f"losses.{loss}", {})),  # the loss's own section; losses.Objective reads it
         sampler_cfg=sampler_cfg,
@@ -128,12 +134,16 @@ def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init:
     return result
 
 
-def _arch_of(model_path: Path | None) -> str:
+def _checkpoint_meta(model_path: Path | None) -> dict:
+    """An init model's ``arch`` and ``model_cfg`` ({} without one): a fine-tuning run follows them."""
     import torch
 
     if model_path is None:
-        raise ParamsError("a run needs `arch` or an `init` model")
-    return torch.load(model_path, map_location="cpu", weights_only=True)["arch"]
+        return {}
+    if not Path(model_path).exists():
+        raise ParamsError(f"{model_path}: the init model does not exist; run its pretrain stage first")
+    ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
+    return {"arch": ckpt["arch"], "model_cfg": ckpt.get("model_cfg") or {}}
 
 
 def run_pretrain(key: str, params: dict) -> dict:

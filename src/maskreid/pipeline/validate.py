@@ -10,7 +10,9 @@ A run (``validate.runs.<key>``) is a ``train.runs`` entry (dataset, arch, loss, 
 model overrides, seed) plus ``val_ids`` / ``val_seed`` (the held-out identities,
 ``maskreid.splits.validation``) and ``loss_options`` (keys of ``losses.<loss>``, e.g. ``top_k``).
 It trains from ImageNet on the other training identities, then scores the held-out ones
-Market-style: single query, official AP, features flip-averaged as ``evaluate.flip`` says.
+Market-style: single query, official AP, features flip-averaged as ``evaluate.flip`` says. A run of
+``validate.finetune_runs`` (stage ``validate_finetune``) adds ``init``, a ``pretrain.runs`` key: the
+same recipe started from that pre-trained model (trained on other sets, so no held-out identity).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from maskreid.io import write_json
 from maskreid.pipeline import IMAGES, MODELS, REPORTS, SPLITS
 from maskreid.pipeline.train import masks_dir, overridden, train_args
 
-RUN_KEYS = {"val_ids", "val_seed", "loss_options"}  # a validation run's own keys, beside a train run's
+RUN_KEYS = {"val_ids", "val_seed", "loss_options", "init"}  # a validation run's own keys, beside a train run's
 TRAIN_RUN_KEYS = {"dataset", "masks", "arch", "loss", "sampler", "optim", "model", "input", "seed"}
 
 
@@ -42,8 +44,22 @@ def validation_params(run: dict, params: dict) -> dict:
 
 def run_validate(key: str, params: dict) -> dict:
     """Stage entry: ``validate.runs.<key>`` -> models/validate/<key>/, reports/validate/<key>.json."""
-    result = {"stage": f"validate@{key}",
-              **validate_recipe(dict(get(params, f"validate.runs.{key}")), params, MODELS / "validate" / key)}
+    run = dict(get(params, f"validate.runs.{key}"))
+    if run.get("init"):
+        raise ParamsError(f"validate.runs.{key}.init: a run from a pre-trained model belongs in "
+                          "validate.finetune_runs (stage validate_finetune, which depends on that model)")
+    result = {"stage": f"validate@{key}", **validate_recipe(run, params, MODELS / "validate" / key)}
+    write_json(REPORTS / "validate" / f"{key}.json", result)
+    return result
+
+
+def run_validate_finetune(key: str, params: dict) -> dict:
+    """Stage entry: ``validate.finetune_runs.<key>``, the same recipe started from the pre-training
+    run its ``init`` names instead of ImageNet: does pre-training on other sets pay at equal steps?"""
+    run = dict(get(params, f"validate.finetune_runs.{key}"))
+    if not run.get("init"):
+        raise ParamsError(f"validate.finetune_runs.{key}.init is missing: name a pretrain.runs key")
+    result = {"stage": f"validate_finetune@{key}", **validate_recipe(run, params, MODELS / "validate" / key)}
     write_json(REPORTS / "validate" / f"{key}.json", result)
     return result
 
@@ -67,7 +83,9 @@ def validate_recipe(run: dict, params: dict, out_dir: Path) -> dict:
     frame = attach_images(merged_train({ds: manifest}, exclude_pids={ds: val_pids}), [IMAGES / ds])
     two_stream = build_model(run["arch"]).num_streams > 1  # the network says, not its name
     train_run = {k: v for k, v in run.items() if k not in RUN_KEYS}
-    args = train_args("train", train_run, frame, [masks_dir(run, "validate.runs")] if two_stream else [], run["loss"], None, run_params)
+    init = MODELS / "pretrain" / run["init"] / "model.pt" if run.get("init") else None
+    args = train_args("train", train_run, frame, [masks_dir(run, "validate.runs")] if two_stream else [],
+                      run["loss"], init, run_params)
     t0 = time.time()
     summary = train_model(**args, out_dir=out_dir)
     train_s = time.time() - t0
@@ -98,6 +116,7 @@ def validate_recipe(run: dict, params: dict, out_dir: Path) -> dict:
         "val_gallery": int((~q).sum()),
         "train_identities": int(frame["label"].nunique()),
         "loss_options": run.get("loss_options") or {},
+        "init": str(init) if init else None,
         "loss_cfg": args["loss_cfg"],
         "optim": args["optim_cfg"],
         "model": args["model_cfg"],
