@@ -64,7 +64,8 @@ def test_lambda_reruns_only_the_ranking_loss_runs(compose, profile):
     changed = compose(f"profile={profile}", "loss.lambda=5")
     rank_runs = {f"{kind}@{k}" for kind in ("pretrain", "finetune", "train")
                  for k, r in (base[kind]["runs"] or {}).items() if r.get("loss", "softmax") == "rank"}
-    rank_runs |= {f"validate@{k}" for k, v in (base["validate"]["runs"] or {}).items() if v["loss"] == "rank"}
+    rank_runs |= {f"{stage}@{k}" for stage, section in (("validate", "runs"), ("validate_finetune", "finetune_runs"))
+                  for k, v in (base["validate"][section] or {}).items() if v["loss"] == "rank"}
     assert rank_runs, "the profile has ranking-loss runs"
     assert rerun_by(base, changed) == {"check_params"} | rank_runs
 
