@@ -42,29 +42,32 @@ def validation_params(run: dict, params: dict) -> dict:
     return {**params, "losses": {loss: options}}  # the one section a run of this loss reads
 
 
-def run_validate(key: str, params: dict) -> dict:
-    """Stage entry: ``validate.runs.<key>`` -> models/validate/<key>/, reports/validate/<key>.json."""
-    run = dict(get(params, f"validate.runs.{key}"))
-    if run.get("init"):
-        raise ParamsError(f"validate.runs.{key}.init: a run from a pre-trained model belongs in "
+def _validate_stage(stage: str, section: str, key: str, params: dict, from_pretrained: bool) -> dict:
+    """One validation run of ``section`` -> models/validate/<key>/, reports/validate/<key>.json.
+    ``init`` belongs to the stage that depends on the pre-trained model it names, and only there."""
+    run = dict(get(params, f"{section}.{key}"))
+    if from_pretrained and not run.get("init"):
+        raise ParamsError(f"{section}.{key}.init is missing: name a pretrain.runs key")
+    if not from_pretrained and run.get("init"):
+        raise ParamsError(f"{section}.{key}.init: a run from a pre-trained model belongs in "
                           "validate.finetune_runs (stage validate_finetune, which depends on that model)")
-    result = {"stage": f"validate@{key}", **validate_recipe(run, params, MODELS / "validate" / key)}
+    result = {"stage": f"{stage}@{key}", **validate_recipe(run, params, MODELS / "validate" / key, section)}
     write_json(REPORTS / "validate" / f"{key}.json", result)
     return result
+
+
+def run_validate(key: str, params: dict) -> dict:
+    """Stage entry: ``validate.runs.<key>``, from ImageNet."""
+    return _validate_stage("validate", "validate.runs", key, params, from_pretrained=False)
 
 
 def run_validate_finetune(key: str, params: dict) -> dict:
     """Stage entry: ``validate.finetune_runs.<key>``, the same recipe started from the pre-training
     run its ``init`` names instead of ImageNet: does pre-training on other sets pay at equal steps?"""
-    run = dict(get(params, f"validate.finetune_runs.{key}"))
-    if not run.get("init"):
-        raise ParamsError(f"validate.finetune_runs.{key}.init is missing: name a pretrain.runs key")
-    result = {"stage": f"validate_finetune@{key}", **validate_recipe(run, params, MODELS / "validate" / key)}
-    write_json(REPORTS / "validate" / f"{key}.json", result)
-    return result
+    return _validate_stage("validate_finetune", "validate.finetune_runs", key, params, from_pretrained=True)
 
 
-def validate_recipe(run: dict, params: dict, out_dir: Path) -> dict:
+def validate_recipe(run: dict, params: dict, out_dir: Path, section: str = "validate.runs") -> dict:
     """Train ``run`` without its held-out identities (model and resume checkpoint in ``out_dir``),
     then score them, with and without flip-averaged features; ``rank1`` / ``mAP`` are the ones
     ``evaluate.flip`` selects, as the evaluate stage would report them."""
@@ -84,7 +87,7 @@ def validate_recipe(run: dict, params: dict, out_dir: Path) -> dict:
     two_stream = build_model(run["arch"]).num_streams > 1  # the network says, not its name
     train_run = {k: v for k, v in run.items() if k not in RUN_KEYS}
     init = MODELS / "pretrain" / run["init"] / "model.pt" if run.get("init") else None
-    args = train_args("train", train_run, frame, [masks_dir(run, "validate.runs")] if two_stream else [],
+    args = train_args("train", train_run, frame, [masks_dir(run, section)] if two_stream else [],
                       run["loss"], init, run_params)
     t0 = time.time()
     summary = train_model(**args, out_dir=out_dir)
