@@ -51,28 +51,50 @@ def test_chunking_does_not_change_result():
         np.testing.assert_allclose(got.numpy(), base, rtol=0, atol=1e-6, err_msg=f"{rc} {pb} {ob}")
 
 
-def test_size_where_the_grouped_topk_engages_equals_dense_entry():
-    # q + g = 3,300 > 2 * 22 groups of 64 columns: pass 1 takes the grouped top-k path, and
-    # default chunks span several blocks; continuous features, so no exact ties
+def test_default_tiles_above_and_below_the_diagonal_equal_dense_entry():
+    # q + g = 3,300 > the default 2,048-row tile: rows meet a diagonal tile, a tile above it
+    # and one read by columns; continuous features, so no exact ties
     qf, gf, _, _ = _feats(300, 3000, seed=11, dim=32, ids=150, noise=0.5)
     got = k_reciprocal_from_features(qf, gf).numpy()
     np.testing.assert_allclose(got, k_reciprocal(*_dense(qf, gf)).numpy(), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("n", [64 * 45, 64 * 45 + 37, 5000])
-def test_grouped_topk_values_equal_torch_topk(n):
-    from maskreid.evaluate.rerank import _topk_smallest_grouped
+def test_first_per_row_orders_signed_values_like_a_sort():
+    from maskreid.evaluate.rerank import _first_per_row
 
-    g = torch.Generator().manual_seed(n)
-    for X in (torch.rand(50, n, generator=g),  # continuous
-              torch.randint(0, 40, (50, n), generator=g).float()):  # many exact ties
-        X[3, :] = X[3, 0]  # a constant row
-        X[4, -5:] = -1.0  # the smallest entries in the partial last group
-        vals, idx = _topk_smallest_grouped(X, 22)
-        want = torch.topk(X, 22, dim=1, largest=False, sorted=True).values
-        assert torch.equal(vals, want)
-        assert torch.equal(X.gather(1, idx), vals)  # the indices point at those values
-        assert bool((idx.sort(1).values.diff(1) > 0).all())  # no column twice
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, 6, (400,), generator=g)
+    vals = torch.randn(400, generator=g) * torch.tensor([1e-30, 1.0, 1e20])[rows % 3]
+    vals[:5] = torch.tensor([0.0, -0.0, float("inf"), -1e-45, 1e-45])  # zeros, subnormals
+    got_v, pos = _first_per_row(rows, vals, 6, 7)
+    for r in range(6):
+        want = torch.sort(vals[rows == r]).values[:7]
+        assert torch.equal(got_v[r], want), r
+        assert bool((rows[pos[r]] == r).all()) and torch.equal(vals[pos[r]], got_v[r])
+
+
+@pytest.mark.parametrize("tile", [None, 16, 37])
+def test_exact_ties_across_tiles_equal_dense_entry(tile, monkeypatch):
+    """Duplicated integer features: many exactly equal distances, some at the k-th place.
+
+    Small integers make every squared distance exact in float32 on both paths, so the tie
+    rule (ties by index) alone decides; with small tiles the tied entries sit in different
+    tiles, some above and some below the diagonal, and the rows are rebuilt from the tiles.
+    """
+    import maskreid.evaluate.rerank as rr
+
+    rng = np.random.default_rng(7)
+    base = rng.integers(-3, 4, (40, 6)).astype(np.float32)
+    f = base[rng.integers(0, 40, 160)]  # about four copies of each point
+    qf, gf = f[:30], f[30:]
+    calls = []
+    real = rr._full_rows
+    monkeypatch.setattr(rr, "_full_rows", lambda *a: calls.append(1) or real(*a))
+    got = k_reciprocal_from_features(qf, gf, 7, 3, 0.3, normalize=False, row_chunk=tile)
+    d = lambda a, b: np.sqrt(((a[:, None].astype(np.float64) - b[None]) ** 2).sum(-1))  # noqa: E731
+    want = k_reciprocal(d(qf, gf), d(qf, qf), d(gf, gf), 7, 3, 0.3)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-6)
+    assert calls, "no row had a tie at the k-th place: the test does not reach the rebuild"
 
 
 def test_torch_input_unnormalised_and_float64():

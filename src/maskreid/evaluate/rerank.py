@@ -167,11 +167,12 @@ def k_reciprocal_from_features(
     ``d`` the plain Euclidean distance (``euclidean_distance``), self-distances taken as exactly
     0, but in memory that grows like q·g (the output) + (q+g)·(k1 + dim), not (q+g)^2:
 
-    - pass 1: squared distances of ``row_chunk`` feature rows to all q+g rows at a time
-      (|a|^2 + |b|^2 - 2ab, one matmul), divided by the row maximum (the reference normalises
-      column i of the symmetric matrix by its maximum), and only each row's top-max(k1+1, k2)
-      neighbours kept (ties by index). The query rows' gallery part is the output's
-      "original distance" term and is written straight into the output;
+    - pass 1: squared distances (|a|^2 + |b|^2 - 2ab) in square tiles of ``row_chunk`` rows,
+      only on and above the diagonal (the matrix is symmetric), divided by the row maximum (the
+      reference normalises column i of the symmetric matrix by its maximum), and only each
+      row's top-max(k1+1, k2) neighbours kept (ties by index; ``_neighbours_symmetric``). The
+      query rows' gallery part is the output's "original distance" term and is written
+      straight into the output;
     - pass 2: k-reciprocal sets and their expansion over the neighbour table; V as sparse rows
       (a few dozen non-zeros each), its exp(-d) weights recomputed from the features for just
       those pairs (``orig_budget`` gathered feature values at a time);
@@ -182,12 +183,10 @@ def k_reciprocal_from_features(
     (``normalize=True``, the default, normalises them again, as ``euclidean_distance`` does, so
     the evaluate stage's raw features give the same distances). Runs on ``device``, by default
     the device of ``query_feats`` (CPU for numpy), and returns a float32 tensor there.
-    ``row_chunk`` defaults to about 2^23 / (q+g) rows (32 MB of float32 per pass-1 block), at least
-    512 (each block streams all q+g features through the matmul once: MSMT17's 2048-d features
-    are 768 MB, so fewer rows per block would make pass 1 memory-bound), and the
-    budgets are small on purpose: temporaries above glibc's 32 MB mmap threshold are fresh pages
-    on every allocation, and page faults cost more than the arithmetic here (Market: 3.2 s with
-    256 MB blocks, 2.0 s with these).
+    ``row_chunk`` (default 2048) is the tile side (one reused 16 MB tile) and the row block of
+    the later passes. The budgets are small on purpose: temporaries above glibc's 32 MB mmap
+    threshold are fresh pages on every allocation, and page faults cost more than the
+    arithmetic here (Market: 3.2 s with 256 MB blocks, 2.0 s with these).
     """
     q = as_tensor(query_feats, "query_feats")
     g = as_tensor(gallery_feats, "gallery_feats")
@@ -203,12 +202,9 @@ def k_reciprocal_from_features(
     N = nq + ng
     _check_rerank_args(k1, k2, lambda_value, N)
     dev = torch.device(device) if device is not None else q.device
-    explicit_chunk = row_chunk is not None
-    if row_chunk is None:
-        row_chunk = min(4096, max(512, (1 << 23) // N))
-    row_chunk = max(1, int(row_chunk))
-    # the later passes hold O(k1 * k2) per row, not O(q+g): bigger blocks, less Python overhead
-    enc_chunk = row_chunk if explicit_chunk else max(row_chunk, 2048)
+    # pass 1 works on square tiles of the symmetric matrix; the later passes hold O(k1 * k2)
+    # per row, not O(q+g), so the same row count serves them
+    tile = enc_chunk = max(1, int(row_chunk)) if row_chunk is not None else 2048
     K = max(k1 + 1, k2)
 
     F = torch.cat([q.to(dev, torch.float32), g.to(dev, torch.float32)], 0)
@@ -219,23 +215,7 @@ def k_reciprocal_from_features(
     sq = (F * F).sum(1)
 
     out = torch.empty(nq, ng, dtype=torch.float32, device=dev)
-    row_max = torch.empty(N, dtype=torch.float32, device=dev)
-    rank = torch.empty(N, K, dtype=torch.int64, device=dev)
-    buf = torch.empty(min(row_chunk, N), N, dtype=torch.float32, device=dev)  # reused
-    for a, b in _blocks(N, row_chunk):
-        X = torch.add(sq[a:b, None], sq[None, :], out=buf[: b - a])
-        X.addmm_(F[a:b], F.T, alpha=-2.0)  # squared distances, unclamped (clamped below)
-        X.diagonal(a).zero_()  # d(i, i) = 0 exactly
-        m = X.amax(1).clamp_(min=0)  # the max of the clamped row
-        if bool((m <= 0).any()):
-            bad = a + int((m <= 0).nonzero()[0])
-            raise ValueError(f"feature row {bad} is at distance 0 from every row")
-        rank[a:b] = _smallest_k_rows(X, K, m)
-        row_max[a:b] = m
-        if a < nq:
-            o = torch.clamp(X[: min(b, nq) - a, nq:], min=0, out=out[a : min(b, nq)])
-            o /= m[: min(b, nq) - a, None]
-    del buf, X
+    rank, row_max = _neighbours_symmetric(F, sq, nq, K, tile, out)
 
     def orig(e: torch.Tensor, a: int, b: int) -> torch.Tensor:
         """Normalised squared distance of rows a..b to the columns e (B x W), from features."""
@@ -256,6 +236,134 @@ def k_reciprocal_from_features(
     del rank, F, sq
     _jaccard_into(out, v_idx, v_val, nq, lambda_value, pair_budget, enc_chunk)
     return out
+
+
+def _neighbours_symmetric(F, sq, nq, K, tile, out):
+    """Pass 1 from features: each row's K nearest (ascending, ties by index) and its maximum.
+
+    Why it is built this way (measured at Market size, 2 threads):
+    - X = |a|^2 + |b|^2 - 2ab is symmetric, so only the tiles on and above the diagonal are
+      computed: half the N^2 x dim matmul, which was 60% of the call. A tile serves its rows
+      and, read by columns, the rows of its columns.
+    - torch.topk over every tile line, in both directions, then cost more than the matmul
+      saved (its per-line overhead). So only the diagonal tiles are ranked: a row's (K+1)-th
+      smallest there bounds its (K+1)-th smallest overall from above, and every other tile
+      only keeps the entries at or below that bound (one compare and ``nonzero``), a few
+      hundred per row. One sort of all kept entries by (row, value) ends it.
+    Exact: every entry smaller than a row's bound is kept, and those equal to it either are
+    the diagonal tile's own top entries or sit at the K-th place, where the tie rule rebuilds
+    the row from the same tiles (bitwise the same values) and sorts it stably. The query
+    rows' raw gallery distances go straight into ``out`` (q x g), clamped and divided by the
+    row maximum at the end, as the dense path does. Returns (rank N x K int64, row_max N).
+    """
+    N, dev = F.shape[0], F.device
+    kk = min(K + 1, N)
+    blocks = _blocks(N, tile)
+    row_max = torch.empty(N, dtype=torch.float32, device=dev)
+    bound = torch.empty(N, dtype=torch.float32, device=dev)
+    buf = torch.empty(min(tile, N) ** 2, dtype=torch.float32, device=dev)  # reused
+    best_v = torch.empty(N, kk, dtype=torch.float32, device=dev)
+    best_i = torch.empty(N, kk, dtype=torch.int64, device=dev)
+    kept = [[] for _ in blocks]  # per block of rows: (row, column, value) triples kept so far
+    for bi, (a, b) in enumerate(blocks):  # diagonal tiles: each row's bound, first entries
+        X = _tile(F, sq, a, b, a, b, buf)
+        k = min(kk, b - a)
+        v, i = torch.topk(X, k, dim=1, largest=False, sorted=True)
+        bound[a:b] = v[:, -1] if k == kk else float("inf")  # a block narrower than kk: no bound
+        row_max[a:b] = X.amax(1)
+        rows = torch.arange(b - a, device=dev).repeat_interleave(k)
+        kept[bi].append((rows, i.flatten(), v.flatten()))
+        _raw_query_gallery(out, X, a, b, a, b, nq)
+    for bi, (a, b) in enumerate(blocks):
+        for bj in range(bi + 1, len(blocks)):
+            c, d = blocks[bj]
+            X = _tile(F, sq, a, b, c, d, buf)
+            torch.maximum(row_max[a:b], X.amax(1), out=row_max[a:b])
+            torch.maximum(row_max[c:d], X.amax(0), out=row_max[c:d])
+            i, j = (X <= bound[a:b, None]).nonzero().T  # X[i, j] = d(a + i, c + j)
+            kept[bi].append((i, j + (c - a), X[i, j]))  # columns relative to a, like rows
+            i, j = (X <= bound[None, c:d]).nonzero().T  # read by columns: row c + j
+            kept[bj].append((j, i + (a - c), X[i, j]))
+            _raw_query_gallery(out, X, a, b, c, d, nq)
+        # the rows of block bi have now met every tile: their kk smallest, and the kept go
+        r, c_rel, v = (torch.cat(t) for t in zip(*kept[bi]))
+        kept[bi] = []
+        best_v[a:b], j = _first_per_row(r, v, b - a, kk)
+        best_i[a:b] = c_rel[j] + a
+    m = row_max.clamp_(min=0)
+    if bool((m <= 0).any()):
+        bad = int((m <= 0).nonzero()[0])
+        raise ValueError(f"feature row {bad} is at distance 0 from every row")
+    out.clamp_(min=0)
+    out /= m[:nq, None]
+
+    vals_ = best_v.clamp_(min=0) / m[:, None]
+    idx = best_i
+    if kk > K:
+        tie = (vals_[:, K - 1] == vals_[:, K]).nonzero().squeeze(1)
+        for r in _by_block(tie, blocks):  # rare: exact ties at the K-th place
+            full = _full_rows(F, sq, r, blocks, buf).clamp_(min=0) / m[r, None]
+            sub = torch.sort(full, dim=1, stable=True)
+            vals_[r], idx[r] = sub.values[:, :kk], sub.indices[:, :kk]
+        vals_, idx = vals_[:, :K], idx[:, :K]
+    o = torch.argsort(idx, dim=1)  # order by index, then stable by value
+    idx, vals_ = idx.gather(1, o), vals_.gather(1, o)
+    return idx.gather(1, torch.argsort(vals_, dim=1, stable=True)), m
+
+
+def _raw_query_gallery(out, X, a, b, c, d, nq):
+    """Copy tile X's (query row, gallery column) part, still raw, into ``out`` (q x g)."""
+    if a < nq and d > nq:
+        r, c0 = min(b, nq) - a, max(c, nq)
+        out[a : a + r, c0 - nq : d - nq] = X[:r, c0 - c :]
+
+
+def _first_per_row(rows, vals, n, kk):
+    """For ``n`` rows given as unordered (row, value) pairs: each row's kk smallest values
+    (n x kk, ascending) and the positions of those pairs (n x kk), by one sort of a
+    (row, value) int64 key. Every row must have at least kk pairs."""
+    bits = vals.view(torch.int32)
+    order_bits = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(torch.int64) + (1 << 31)
+    order = torch.sort((rows.to(torch.int64) << 32) | order_bits).indices  # float order as int
+    r = rows[order]
+    cnt = torch.bincount(r, minlength=n)
+    if bool((cnt < kk).any()):  # cannot happen: the diagonal tile gives each row kk pairs
+        raise RuntimeError(f"row {int((cnt < kk).nonzero()[0])} kept fewer than {kk} entries")
+    pos = torch.arange(r.numel(), device=r.device) - (torch.cumsum(cnt, 0) - cnt)[r]
+    first = order[pos < kk].view(n, kk)  # rows ascending, kk each, values ascending
+    return vals[first], first
+
+
+def _tile(F, sq, a, b, c, d, buf):
+    """Raw squared distances of rows a..b to rows c..d (diagonal exactly 0), into ``buf``.
+
+    The one place tiles are made, so a row rebuilt for a tie has bitwise the values ranked.
+    """
+    X = buf[: (b - a) * (d - c)].view(b - a, d - c)
+    torch.add(sq[a:b, None], sq[None, c:d], out=X)
+    X.addmm_(F[a:b], F[c:d].T, alpha=-2.0)
+    if a == c:
+        X.diagonal().zero_()
+    return X
+
+
+def _by_block(rows: torch.Tensor, blocks: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """``rows`` (ascending) split by the pass-1 block that holds them."""
+    return [rows[(rows >= a) & (rows < b)] for a, b in blocks if bool(((rows >= a) & (rows < b)).any())]
+
+
+def _full_rows(F, sq, rows, blocks, buf):
+    """Rows ``rows`` (all in one block) of the raw matrix, from the very tiles pass 1 ranked:
+    above the diagonal as they are, below it transposed."""
+    a, b = next((a, b) for a, b in blocks if a <= int(rows[0]) < b)
+    local = rows - a
+    parts = []
+    for c, d in blocks:
+        if c >= a:
+            parts.append(_tile(F, sq, a, b, c, d, buf).index_select(0, local))
+        else:
+            parts.append(_tile(F, sq, c, d, a, b, buf).index_select(1, local).T)
+    return torch.cat(parts, 1)
 
 
 def _encode(rank, k1, k2, N, orig, row_chunk, dev, blocks=None):
@@ -385,54 +493,6 @@ def _jaccard_into(out, v_idx, v_val, nq, lambda_value, pair_budget, q_chunk, s_b
         o = out[qa:qb]
         o *= lambda_value
         o += S
-
-
-def _smallest_k_rows(X: torch.Tensor, K: int, scale: torch.Tensor) -> torch.Tensor:
-    """Indices of the K smallest of each row of clamp(X, 0) / scale, ascending, ties by index.
-
-    Why X is left raw: clamping and dividing the whole block are two passes over it (0.13 s of
-    2 s at Market size), while the map is monotone, so the raw top-(K+1) holds the answer; only
-    those values are mapped, and rows where the map makes the K-th and (K+1)-th equal are
-    mapped and stably sorted in full (the same rule as the dense path's ``_smallest_k``).
-    """
-    n = X.shape[1]
-    kk = min(K + 1, n)
-    vals, idx = _topk_smallest_grouped(X, kk)
-    vals = vals.clamp_(min=0) / scale[:, None]
-    if kk > K:
-        tie = (vals[:, K - 1] == vals[:, K]).nonzero().squeeze(1)
-        if tie.numel():
-            full = X[tie].clamp_(min=0) / scale[tie, None]
-            sub = torch.sort(full, dim=1, stable=True)
-            vals[tie], idx[tie] = sub.values[:, :kk], sub.indices[:, :kk]
-        vals, idx = vals[:, :K], idx[:, :K]
-    o = torch.argsort(idx, dim=1)  # order by index, then stable by value
-    idx, vals = idx.gather(1, o), vals.gather(1, o)
-    return idx.gather(1, torch.argsort(vals, dim=1, stable=True))
-
-
-def _topk_smallest_grouped(X: torch.Tensor, kk: int, group: int = 64):
-    """``torch.topk(X, kk, dim=1, largest=False, sorted=True)``'s values, about 2x faster.
-
-    Why it is exact: the kk smallest entries of a row lie in the kk column groups with the
-    smallest minima (any entry outside them has kk distinct group minima at or below it), so
-    one vectorised min per group of ``group`` columns, a top-kk over those minima and a top-kk
-    over the kk·group gathered entries give the same values (which of equal entries comes
-    first may differ: callers order ties themselves). torch.topk over full rows was 18% of the
-    Market re-ranking.
-    """
-    B, n = X.shape
-    G = n // group
-    if G <= 2 * kk or not X.is_contiguous():
-        return torch.topk(X, kk, dim=1, largest=False, sorted=True)
-    gmin = X[:, : G * group].reshape(B, G, group).amin(2)
-    gsel = torch.topk(gmin, kk, dim=1, largest=False, sorted=False).indices
-    cols = (gsel[:, :, None] * group + torch.arange(group, device=X.device)).view(B, kk * group)
-    if G * group < n:  # the last, partial group is always a candidate
-        tail = torch.arange(G * group, n, device=X.device).expand(B, -1)
-        cols = torch.cat([cols, tail], 1)
-    vals, j = torch.topk(X.gather(1, cols), kk, dim=1, largest=False, sorted=True)
-    return vals, cols.gather(1, j)
 
 
 def _smallest_k(X: torch.Tensor, K: int) -> torch.Tensor:
