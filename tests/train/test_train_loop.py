@@ -258,3 +258,15 @@ def test_cpu_bf16_autocast_is_refused_without_native_bf16(monkeypatch):
     check_cpu_autocast({"amp_cpu": False}, on_cuda=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     check_cpu_autocast({"amp_cpu": True}, on_cuda=False)
+
+
+def test_training_device_one_rule_for_fit_and_train_model(monkeypatch):
+    from maskreid.train.loop import training_device
+
+    assert training_device({"device": "cpu"}) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device({}) == torch.device("cpu")
+    assert training_device({"device": None}, local_rank=1) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_device({}, local_rank=1) == torch.device("cuda:1")
+    assert training_device({"device": "cpu"}, local_rank=1) == torch.device("cpu")

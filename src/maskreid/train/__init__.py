@@ -25,7 +25,14 @@ from maskreid.train.data import (
     add_labels,
     attach_images,
 )
-from maskreid.train.loop import CHECKPOINT_NAME, DEFAULTS, check_cpu_autocast, fit, flush_denormals
+from maskreid.train.loop import (
+    CHECKPOINT_NAME,
+    DEFAULTS,
+    check_cpu_autocast,
+    fit,
+    flush_denormals,
+    training_device,
+)
 
 MODEL_NAME = "model.pt"
 # which batch a loss needs when sampler_cfg does not say: softmax is plain shuffled batches,
@@ -124,8 +131,7 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
 
     flush_denormals()
     objective = Objective.from_config(loss_name, loss_cfg)  # before any data is read: a typo fails fast
-    device = (optim_cfg or {}).get("device")
-    check_cpu_autocast(optim_cfg or {}, str(device).startswith("cuda") if device else torch.cuda.is_available())
+    check_cpu_autocast(optim_cfg or {}, training_device(optim_cfg or {}).type == "cuda")
     sampler_cfg = dict(sampler_cfg or {})
     optim_cfg = dict(optim_cfg or {})
     data_cfg = dict(data_cfg or {})

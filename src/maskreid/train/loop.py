@@ -210,6 +210,12 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
+def training_device(cfg: dict, local_rank: int = 0) -> torch.device:
+    """The device a run trains on: ``cfg["device"]`` if set, else this rank's GPU, else the CPU.
+    One rule for ``fit`` and for the checks ``train_model`` makes before any data is read."""
+    return torch.device(cfg.get("device") or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+
+
 def check_cpu_autocast(cfg: dict, on_cuda: bool) -> None:
     """Refuse ``amp_cpu`` (bf16 autocast) on a CPU without native bf16 (AVX512-BF16 or AMX), before
     any data is read. There torch emulates bf16 and the step is an order of magnitude slower, not
@@ -241,7 +247,7 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
     info = dist_utils.current()
-    device = torch.device(cfg["device"] or (f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"))
+    device = training_device(cfg, info.local_rank)
     cuda = device.type == "cuda"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg["amp"]) if cuda else None
     if not cuda and cfg["amp_cpu"]:
