@@ -204,7 +204,7 @@ def k_reciprocal_from_features(
     dev = torch.device(device) if device is not None else q.device
     # pass 1 works on square tiles of the symmetric matrix; the later passes hold O(k1 * k2)
     # per row, not O(q+g), so the same row count serves them
-    tile = enc_chunk = max(1, int(row_chunk)) if row_chunk is not None else 2048
+    row_chunk = max(1, int(row_chunk)) if row_chunk is not None else 2048
     K = max(k1 + 1, k2)
 
     F = torch.cat([q.to(dev, torch.float32), g.to(dev, torch.float32)], 0)
@@ -215,7 +215,7 @@ def k_reciprocal_from_features(
     sq = (F * F).sum(1)
 
     out = torch.empty(nq, ng, dtype=torch.float32, device=dev)
-    rank, row_max = _neighbours_symmetric(F, sq, nq, K, tile, out)
+    rank, row_max = _neighbours_symmetric(F, sq, nq, K, row_chunk, out)
 
     def orig(e: torch.Tensor, a: int, b: int) -> torch.Tensor:
         """Normalised squared distance of rows a..b to the columns e (B x W), from features."""
@@ -232,16 +232,16 @@ def k_reciprocal_from_features(
             res[s:t] = d2 / row_max[a + s : a + t, None]
         return res
 
-    v_idx, v_val = _encode(rank, k1, k2, N, orig, enc_chunk, dev)
+    v_idx, v_val = _encode(rank, k1, k2, N, orig, row_chunk, dev)
     del rank, F, sq
-    _jaccard_into(out, v_idx, v_val, nq, lambda_value, pair_budget, enc_chunk)
+    _jaccard_into(out, v_idx, v_val, nq, lambda_value, pair_budget, row_chunk)
     return out
 
 
 def _neighbours_symmetric(F, sq, nq, K, tile, out):
     """Pass 1 from features: each row's K nearest (ascending, ties by index) and its maximum.
 
-    Why it is built this way (measured at Market size, 2 threads):
+    Why it is built this way (measured at Market size):
     - X = |a|^2 + |b|^2 - 2ab is symmetric, so only the tiles on and above the diagonal are
       computed: half the N^2 x dim matmul, which was 60% of the call. A tile serves its rows
       and, read by columns, the rows of its columns.
@@ -311,9 +311,7 @@ def _neighbours_symmetric(F, sq, nq, K, tile, out):
             sub = torch.sort(full, dim=1, stable=True)
             vals_[r], idx[r] = sub.values[:, :kk], sub.indices[:, :kk]
         vals_, idx = vals_[:, :K], idx[:, :K]
-    o = torch.argsort(idx, dim=1)  # order by index, then stable by value
-    idx, vals_ = idx.gather(1, o), vals_.gather(1, o)
-    return idx.gather(1, torch.argsort(vals_, dim=1, stable=True)), m
+    return _by_value_then_index(idx, vals_), m
 
 
 def _raw_query_gallery(out, X, a, b, c, d, nq):
@@ -517,9 +515,7 @@ def _smallest_k(X: torch.Tensor, K: int) -> torch.Tensor:
             sub = torch.sort(X[:, tie].T, dim=1, stable=True)
             vals[tie], idx[tie] = sub.values[:, :kk], sub.indices[:, :kk]
         vals, idx = vals[:, :K], idx[:, :K]
-    o = torch.argsort(idx, dim=1)  # order by index, then stable by value
-    idx, vals = idx.gather(1, o), vals.gather(1, o)
-    return idx.gather(1, torch.argsort(vals, dim=1, stable=True))
+    return _by_value_then_index(idx, vals)
 
 
 def _members(x: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
@@ -529,6 +525,14 @@ def _members(x: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(x.shape[0], -1)
     pos = torch.searchsorted(s, flat).clamp_(max=s.shape[1] - 1)
     return (s.gather(1, pos) == flat).view(x.shape)
+
+
+def _by_value_then_index(idx: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+    """``idx`` reordered within each row by value, equal values by index (the tie rule of both
+    pass-1 paths): order by index, then stably by value."""
+    o = torch.argsort(idx, dim=1)
+    idx, vals = idx.gather(1, o), vals.gather(1, o)
+    return idx.gather(1, torch.argsort(vals, dim=1, stable=True))
 
 
 def _rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
