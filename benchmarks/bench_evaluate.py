@@ -39,7 +39,9 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-LABELS = REPO.parent / "shared" / "data" / "protocols" / "market1501" / "labels.npz"
+# the Market label layout; MASKREID_MARKET_LABELS points elsewhere (a copy carried to a GPU machine)
+LABELS = Path(os.environ.get("MASKREID_MARKET_LABELS")
+              or REPO.parent / "shared" / "data" / "protocols" / "market1501" / "labels.npz")
 sys.path.insert(0, str(REPO / "tests" / "evaluate"))
 
 

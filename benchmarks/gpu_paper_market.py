@@ -441,6 +441,15 @@ class Recipe:
                    seed=get(params, "seed"))
 
 
+def _streams(model, x: torch.Tensor, masked: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """The model's inputs: ``(x, masked)`` for a two-stream model, ``(x,)`` for one stream (``dgd``)."""
+    if model.num_streams == 1:
+        return (x,)
+    if masked is None:
+        raise ValueError(f"{model.arch} has streams {model.streams}: it needs the masked image")
+    return (x, masked)
+
+
 def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torch.device, workers: int) -> dict:
     """Train ``model`` in place on the bundle's training rows; returns the run's summary."""
     t0 = time.perf_counter()
@@ -457,6 +466,7 @@ def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torc
     cfg = rc.optim
     amp_dtype = torch.bfloat16 if cuda and a.amp == "bf16" else None
     channels_last = cuda
+    two_stream = model.num_streams > 1
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), cfg)
@@ -480,9 +490,9 @@ def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torc
             xb, mb, yb = aug(idx)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-                mb = mb.contiguous(memory_format=torch.channels_last)
+                mb = mb.contiguous(memory_format=torch.channels_last) if two_stream else None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = step_model(xb, mb)
+                out = step_model(*_streams(model, xb, mb))
             logits = out.logits.float()
             loss = loss_fn(out.feat.float(), yb)
             if ce_weight:
@@ -566,10 +576,11 @@ def embed(model, x: torch.Tensor, m: torch.Tensor, device: torch.device, batch: 
     out = []
     for i in range(0, len(x), batch):
         xb = (x[i:i + batch].to(device).float().div_(255.0) - mean) / std
-        mb = xb * m[i:i + batch].to(device).float()
-        feat = model(xb, mb).feat.float()
+        mb = xb * m[i:i + batch].to(device).float() if model.num_streams > 1 else None
+        feat = model(*_streams(model, xb, mb)).feat.float()
         if flip:
-            feat = (feat + model(xb.flip(3), mb.flip(3)).feat.float()) / 2
+            flipped = _streams(model, xb.flip(3), None if mb is None else mb.flip(3))
+            feat = (feat + model(*flipped).feat.float()) / 2
         out.append(F.normalize(feat, dim=1).cpu())
     return torch.cat(out).numpy().astype(np.float32, copy=False)
 

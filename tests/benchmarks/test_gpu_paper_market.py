@@ -167,6 +167,21 @@ def test_run_writes_finite_cells_and_features_match_extract_features(gpm, toy, t
     assert again["rank1"] == cells["rank1"] and again["mAP"] == cells["mAP"]
 
 
+def test_one_stream_arch_trains_and_embeds_like_extract_features(gpm, toy, tmp_path):
+    """dgd (no mask stream) takes the crop alone: the script must not hand it the masked image."""
+    frame, masks, path = toy
+    cells = _run(gpm, path, tmp_path, "--arch", "dgd", "--steps", "2", "--eval-flip", "on")
+    assert cells["arch"] == "dgd" and cells["steps"] == 2 and set(cells["rank1"]) == {"sq_flip", "sq_rerank_flip"}
+    model = load_model(tmp_path / "model.pt", "cpu")
+    assert model.num_streams == 1
+    b = gpm.load_bundle(path)
+    test = np.flatnonzero(b.role > 0)
+    ref = extract_features(model, frame.iloc[test], masks, size=SIZE, device="cpu", flip=True)
+    ours = gpm.embed(model, gpm.decode_rows(b, test), torch.from_numpy(b.masks[test])[:, None],
+                     torch.device("cpu"), 16, flip=True)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
 def test_time_budget_stops_early_and_still_evaluates_a_subset(gpm, toy, tmp_path):
     _, _, path = toy
     cells = _run(gpm, path, tmp_path, "--steps", "50", "--minutes", "1e-6", "--eval-flip", "off",

@@ -12,6 +12,7 @@ from maskreid.config import get
 from maskreid.io import read_json, write_json, write_text
 from maskreid.pipeline import METRICS, REPORTS
 from maskreid.pipeline.train import RUN_SECTIONS, run_of
+from maskreid.report.gpu_runs import gpu_runs_table, load_gpu_runs
 from maskreid.report.replicates import replicate_table
 from maskreid.report.validation import validation_table
 
@@ -29,6 +30,10 @@ def run_report(_key: str, params: dict) -> dict:
     if val:
         md += validation_table(val)
         js["validate"] = val
+    gpu_md, gpu_rows = gpu_runs_table(load_gpu_runs(METRICS / "gpu"))
+    if gpu_rows:
+        md += gpu_md
+        js["gpu_runs"] = gpu_rows
     write_text(REPORTS / "tables.md", md)
     write_json(REPORTS / "tables.json", js)
     write_json(METRICS / "headline.json", headline_metrics(cell_params, cells, val))
