@@ -11,8 +11,8 @@ from pathlib import Path
 from maskreid.config import get
 from maskreid.io import read_json, write_json, write_text
 from maskreid.pipeline import METRICS, REPORTS
+from maskreid.pipeline.gpu_runs import gpu_runs_table, load_gpu_runs
 from maskreid.pipeline.train import RUN_SECTIONS, run_of
-from maskreid.report.gpu_runs import gpu_runs_table, load_gpu_runs
 from maskreid.report.replicates import replicate_table
 from maskreid.report.validation import validation_table
 

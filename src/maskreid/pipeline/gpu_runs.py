@@ -1,7 +1,9 @@
 """The report's section on runs made outside the DVC graph on a lent GPU
 (``benchmarks/gpu_paper_market.py run``): their ``cells.json`` files are committed under
 ``metrics/gpu/`` because the lent machine is gone after the call, so the report reads them from
-there and shows them apart from the pipeline's cells."""
+there and shows them apart from the pipeline's cells. It lives beside the report stage rather than
+in ``maskreid.report`` because every evaluate stage depends on that whole package (for its rank-list
+figure): a new file there would make every committed cell look stale."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from maskreid.report.gpu_runs import gpu_runs_table, load_gpu_runs
+from maskreid.pipeline.gpu_runs import gpu_runs_table, load_gpu_runs
 
 
 def _cells(arch: str, r1: float, m: float) -> dict:
