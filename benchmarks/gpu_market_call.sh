@@ -14,7 +14,8 @@
 #   OUT=/tmp/smoke MINUTES=0.2 SMOKE=1 bash benchmarks/gpu_market_call.sh    # toy-size rehearsal
 # There (the device tool, carry tmp/gpu_bundle):
 #   bash benchmarks/gpu_market_call.sh
-# $OUT gets mf/{cells.json,model-NN-of-MM.pt}, dgd/cells.json, mf.log, dgd.log, rerank_gpu.json
+# $OUT gets maskreid_mf/{cells.json,model-NN-of-MM.pt}, dgd/cells.json, maskreid_mf.log, dgd.log,
+# rerank_gpu.json
 # (the device tool returns at most 8 files).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
