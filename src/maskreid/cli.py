@@ -14,7 +14,7 @@ app = typer.Typer(help="MaskReID person re-identification: data, pipeline helper
 
 @app.command()
 def params(
-    profile: Annotated[str, typer.Option(help="demo | real_cpu | real_cpu_subset | real_gpu | paper")] = "demo",
+    profile: Annotated[str, typer.Option(help="demo | real_cpu | real_cpu_headline | real_cpu_subset | real_gpu | paper")] = "demo",
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-S", help="Hydra override, e.g. loss.lambda=5")] = None,
     output: Path = Path("params.yaml"),
 ) -> None:
