@@ -358,11 +358,12 @@ class DeviceAugment:
     normalise and mask. Same distributions, vectorised, drawn from one device generator."""
 
     def __init__(self, x: torch.Tensor, m: torch.Tensor, labels: torch.Tensor, pad: int = 10,
-                 erase_p: float = 0.5, seed: int = 0):
+                 erase_p: float = 0.5, seed: int = 0, masked: bool = True):
         if pad < 0 or not 0.0 <= erase_p <= 1.0:
             raise ValueError(f"pad must be >= 0 and erase_p in [0, 1], got pad={pad}, erase_p={erase_p}")
         self.x, self.m, self.labels = x, m, labels  # uint8 [N,3,H,W], uint8 0/1 [N,1,H,W], int64 [N]
         self.pad, self.erase_p = int(pad), float(erase_p)
+        self.masked = bool(masked)  # False for a one-stream arch (dgd): no masked image to make
         dev = x.device
         self.g = torch.Generator(device=dev).manual_seed(int(seed))
         self.mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
@@ -371,7 +372,7 @@ class DeviceAugment:
         self.yy = torch.arange(h, device=dev).view(1, 1, h, 1)
         self.xx = torch.arange(w, device=dev).view(1, 1, 1, w)
 
-    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         x = self.x[idx].float().div_(255.0)
         m = self.m[idx].float()
         n, _, h, w = x.shape
@@ -398,7 +399,7 @@ class DeviceAugment:
                    & (self.xx >= v(x0)) & (self.xx < v(x0 + ew)))
             x = torch.where(box, self.mean, x)
         x = (x - self.mean) / self.std
-        return x, x * m, self.labels[idx]
+        return x, (x * m if self.masked else None), self.labels[idx]
 
 
 @dataclass
@@ -460,13 +461,13 @@ def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torc
     decode_s = time.perf_counter() - t0
     cuda = device.type == "cuda"
     sampler = PKSampler(labels_np, P=rc.P, K=rc.K, seed=rc.seed)
-    aug = DeviceAugment(x, m, torch.from_numpy(labels_np).to(device), rc.pad, rc.erase_p, rc.seed)
+    aug = DeviceAugment(x, m, torch.from_numpy(labels_np).to(device), rc.pad, rc.erase_p, rc.seed,
+                        masked=model.num_streams > 1)
     loss_fn = build_loss("rank", alpha=rc.loss["alpha"], lam=rc.loss["lambda"], top_k=rc.loss["top_k"])
     ce_weight, smoothing = rc.loss["softmax_weight"], rc.loss["label_smoothing"]
     cfg = rc.optim
     amp_dtype = torch.bfloat16 if cuda and a.amp == "bf16" else None
     channels_last = cuda
-    two_stream = model.num_streams > 1
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), cfg)
@@ -490,7 +491,7 @@ def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torc
             xb, mb, yb = aug(idx)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-                mb = mb.contiguous(memory_format=torch.channels_last) if two_stream else None
+                mb = mb.contiguous(memory_format=torch.channels_last) if mb is not None else None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 out = step_model(*_streams(model, xb, mb))
             logits = out.logits.float()

@@ -130,6 +130,10 @@ def test_device_augment_masks_erases_and_is_seeded(gpm):
     inside = ma != 0
     assert inside.any() and torch.equal(ma[inside], xa[inside])  # masked = x on the person, 0 elsewhere
     assert (ma[~inside] == 0).all()
+    # a one-stream arch gets no masked image, and the same crops (the mask draws no random numbers)
+    xc, mc, _ = gpm.DeviceAugment(x, m, labels, pad=4, erase_p=1.0, seed=3, masked=False)(idx)
+    assert mc is None
+    torch.testing.assert_close(xc, xa)
 
 
 def _run(gpm, bundle: Path, out: Path, *extra: str) -> dict:
