@@ -54,15 +54,17 @@ def synthetic(n_ids: int = 80, per_id: int = 4, seed: int = 0):
     return pd.DataFrame(rows), masks
 
 
-def _model(arch: str, width: float, last_stride: int):
-    return build_model(arch, width=width, **({"last_stride": last_stride} if arch.startswith("mnv2") else {}))
+def _model(arch: str, width: float, last_stride: int, frozen_blocks: int = 0):
+    trunk = {"last_stride": last_stride, "frozen_blocks": frozen_blocks} if arch.startswith("mnv2") else {}
+    return build_model(arch, width=width, **trunk)
 
 
 def bench_compute(arch: str, P: int, N: int, steps: int, warmup: int, width: float = 1.0, amp: str = "none",
-                  last_stride: int = 1, channels_last: bool = False, amp_cpu: bool = False) -> float:
+                  last_stride: int = 1, channels_last: bool = False, amp_cpu: bool = False,
+                  frozen_blocks: int = 0) -> float:
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    model = _model(arch, width, last_stride).train().to(dev)
+    model = _model(arch, width, last_stride, frozen_blocks).train().to(dev)
     cl = dev == "cuda" or channels_last
     if cl:
         model = model.to(memory_format=torch.channels_last)
@@ -95,9 +97,9 @@ def bench_compute(arch: str, P: int, N: int, steps: int, warmup: int, width: flo
 
 def bench_pipeline(arch: str, P: int, N: int, steps: int, warmup: int, frame, masks, width: float = 1.0,
                    last_stride: int = 1, channels_last: bool = False, amp_cpu: bool = False,
-                   arrays: bool = False) -> float:
+                   arrays: bool = False, frozen_blocks: int = 0) -> float:
     torch.manual_seed(0)
-    model = _model(arch, width, last_stride)
+    model = _model(arch, width, last_stride, frozen_blocks)
     kind = ArrayDataset if arrays else ReIDDataset
     ds = kind(frame, masks, size=SIZE, train=True, need_masked=model.num_streams > 1)
     sampler = MaskReIDSampler(frame["label"].to_numpy(), P=P, N=N, batches_per_epoch=warmup + steps)
@@ -125,6 +127,7 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true", help="channels-last on the CPU too")
     ap.add_argument("--last-stride", type=int, default=1, help="mnv2 archs")
     ap.add_argument("--arrays", action="store_true", help="pipeline through ArrayDataset")
+    ap.add_argument("--frozen-blocks", type=int, default=0, help="mnv2 archs: first N feature modules frozen")
     args = ap.parse_args()
     SIZE = tuple(args.size)
     torch.set_num_threads(args.threads)
@@ -134,12 +137,14 @@ def main() -> None:
             "arch": arch, "size": list(SIZE), "width": args.width, "batch": args.P + args.N,
             "threads": args.threads, "amp": args.amp, "amp_cpu": args.amp_cpu,
             "channels_last": args.channels_last, "last_stride": args.last_stride, "arrays": args.arrays,
+            "frozen_blocks": args.frozen_blocks,
             "compute_img_per_s": round(bench_compute(arch, args.P, args.N, args.steps, args.warmup, args.width,
                                                      args.amp, args.last_stride, args.channels_last,
-                                                     args.amp_cpu), 2),
+                                                     args.amp_cpu, args.frozen_blocks), 2),
             "pipeline_img_per_s": round(
                 bench_pipeline(arch, args.P, args.N, args.steps, args.warmup, frame, masks, args.width,
-                               args.last_stride, args.channels_last, args.amp_cpu, args.arrays), 2),
+                               args.last_stride, args.channels_last, args.amp_cpu, args.arrays,
+                               args.frozen_blocks), 2),
             "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         }
         print(json.dumps(res), flush=True)

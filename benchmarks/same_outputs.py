@@ -9,7 +9,7 @@ subprocess (``PYTHONPATH`` set to that tree's ``src/``), and compares the result
   (sha256 of each shard file and side file);
 - splits: the protocol manifest built from those shards;
 - segment: the profile's mask backend (its cache fingerprint, its masks of the first ``--rows`` crops);
-- train: each ``train.runs`` run for ``--steps`` steps on its first ``--ids`` identities (sha256 of
+- train: each ``train.runs``, ``pretrain.runs`` and ``finetune.runs`` run for ``--steps`` steps on its first ``--ids`` identities (sha256 of
   every weight tensor, and the training fingerprint kept in model.pt);
 - evaluate: each cell's committed model, features of the first ``--rows`` query images.
 
@@ -69,19 +69,28 @@ def _worker(a: argparse.Namespace) -> dict:
                                        seed=params["splits"]["seed"], trials=trials)
                     out[f"splits/{ds}"] = _sha(m.to_csv(index=False).encode())
         if "train" in a.pieces:
-            for key, run in params["train"]["runs"].items():
-                if a.runs and key not in a.runs:
-                    continue
-                ds = run["dataset"]
-                frame = merged_train({ds: read_manifest(SPLITS / ds)})
-                frame = attach_images(frame[frame["label"] < a.ids].reset_index(drop=True), [IMAGES / ds])
-                args = train_args("train", run, frame, [MASKS / run.get("masks", ds)], run["loss"], None, params)
-                args["optim_cfg"].update(max_steps=a.steps, checkpoint_every=10**9, progress=False)
-                summary = train_model(**args, out_dir=Path(tmp) / "train" / key)
-                sd = torch.load(Path(tmp) / "train" / key / "model.pt", map_location="cpu",
-                                weights_only=True)["state_dict"]
-                out[f"train/{key}"] = {"weights": _sha(b"".join(v.numpy().tobytes() for v in sd.values())),
-                                       "fingerprint": summary.get("fingerprint")}
+            # train, pretrain and finetune runs (a fine-tuning starts from its committed pre-training)
+            for kind in ("train", "pretrain", "finetune"):
+                for key, run in (params.get(kind) or {}).get("runs", {}).items():
+                    if a.runs and key not in a.runs:
+                        continue
+                    sets = list(run["sets"]) if kind == "pretrain" else [run["dataset"]]
+                    frame = merged_train({d: read_manifest(SPLITS / d) for d in sets})
+                    frame = attach_images(frame[frame["label"] < a.ids].reset_index(drop=True),
+                                          [IMAGES / d for d in sets])
+                    masks = [MASKS / d for d in sets] if kind == "pretrain" else [MASKS / run.get("masks", sets[0])]
+                    init = MODELS / "pretrain" / run["init"] / "model.pt" if kind == "finetune" else None
+                    missing = [str(p) for p in masks + ([init] if init else []) if not p.exists()]
+                    if missing:  # not produced in this workspace: reported, not compared
+                        out[f"{kind}/{key}"] = f"skipped, missing {missing}"
+                        continue
+                    args = train_args(kind, run, frame, masks, run.get("loss", "softmax"), init, params)
+                    args["optim_cfg"].update(max_steps=a.steps, checkpoint_every=10**9, progress=False)
+                    summary = train_model(**args, out_dir=Path(tmp) / kind / key)
+                    sd = torch.load(Path(tmp) / kind / key / "model.pt", map_location="cpu",
+                                    weights_only=True)["state_dict"]
+                    out[f"{kind}/{key}"] = {"weights": _sha(b"".join(v.numpy().tobytes() for v in sd.values())),
+                                            "fingerprint": summary.get("fingerprint")}
     if "segment" in a.pieces:  # the profile's backend: its cache fingerprint and masks of a few crops
         from maskreid.pipeline.segment import _segmenter_cfg
         from maskreid.segment import build_segmenter

@@ -150,6 +150,7 @@ RULES: dict[str, Check] = {
                     ("seed", integer(0)))},
     **{f"{runs}.*.optim.{k}": c for runs in RUN_SECTIONS for k, c in _OPTIM.items()},
     **{f"{runs}.*.model.last_stride": one_of(1, 2) for runs in RUN_SECTIONS},
+    **{f"{runs}.*.model.frozen_blocks": integer(0) for runs in RUN_SECTIONS},
     **{f"{runs}.*.input.{k}": integer(1) for runs in RUN_SECTIONS for k in ("height", "width")},
     **{f"{runs}.*.{k}": c for runs in ("validate.runs", "validate.finetune_runs")
        for k, c in (("val_ids", integer(1)), ("val_seed", integer(0)), ("loss_options.top_k", optional(integer(1))))},

@@ -66,3 +66,34 @@ def test_two_streams_start_as_the_one_stream_trunk():
         c = two.level_outputs(two.stem([x, torch.zeros_like(x)]))[-1]
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     assert (a - c).abs().max() > 1e-2  # and the masked stream does reach the trunk
+
+
+@pytest.mark.parametrize("arch,streams", [("mnv2", 1), ("mnv2_m", 2)])
+def test_frozen_blocks_train_nothing_before_module_n(arch, streams):
+    """frozen_blocks=4: the stem conv, block 1 (each stream), the join and blocks 2-3 get no
+    gradient and are not changed by an optimizer step; block 4 on and the head still learn."""
+    m = build_model(arch, num_classes=5, frozen_blocks=4)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt = torch.optim.Adam(m.parameters(), lr=0.1, weight_decay=0.1)
+    x = [x_of(4, seed=s) for s in range(streams)]
+    torch.nn.functional.cross_entropy(m(*x).logits, torch.tensor([0, 1, 2, 3])).backward()
+    opt.step()
+    frozen = {id(p) for mod in m.trunk_prefix(4) for p in mod.parameters()}
+    for name, p in m.named_parameters():
+        assert (id(p) in frozen) == (not p.requires_grad), name
+        if id(p) in frozen:
+            assert p.grad is None and torch.equal(p, before[name]), name
+    frozen_names = [n for n, p in m.named_parameters() if not p.requires_grad]
+    assert {n.split(".")[0] for n in frozen_names} == ({"stems", "levels"} | ({"merge"} if streams == 2 else set()))
+    assert all(n.startswith(("stems.", "merge.", "levels.low.2.", "levels.low.3.")) for n in frozen_names)
+    assert sum(n.startswith(f"stems.{s}.") for n in frozen_names for s in range(streams)) > 0
+    assert not torch.equal(m.levels["low"][2].conv[0][0].weight, before["levels.low.4.conv.0.0.weight"])
+    assert not torch.equal(m.embed[0].weight, before["embed.0.weight"])
+
+
+def test_frozen_blocks_default_trains_everything_and_bad_values_are_refused():
+    assert all(p.requires_grad for p in build_model("mnv2_mf").parameters())
+    with pytest.raises(ValueError, match="frozen_blocks must be 0..18"):
+        build_model("mnv2", frozen_blocks=19)
+    with pytest.raises(ValueError, match="frozen_blocks applies to the mnv2 archs only"):
+        build_model("maskreid_mf", frozen_blocks=2)

@@ -59,6 +59,17 @@ def test_a_run_may_override_its_schedule_and_trunk(params):
     assert params["train"]["optim"]["max_steps"] != 7000  # the shared section is left alone
 
 
+def test_frozen_blocks_is_passed_on_only_when_a_mnv2_run_sets_it(params):
+    """A run without it gets the model_cfg it had before the option existed (so its committed
+    model.pt and dvc.lock entry stay what the code produces); a non-mnv2 arch refuses it."""
+    base = _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank"})
+    assert "frozen_blocks" not in base["model_cfg"]
+    a = _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "model": {"frozen_blocks": 4}})
+    assert a["model_cfg"] == {**base["model_cfg"], "frozen_blocks": 4}
+    with pytest.raises(ParamsError, match=r"model keys \['frozen_blocks'\]"):
+        _args(params, {"dataset": "market1501", "arch": "maskreid_mf", "loss": "rank", "model": {"frozen_blocks": 4}})
+
+
 def test_a_replicate_differs_from_its_run_by_the_seed_alone(params):
     base = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank"})
     rep = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank", "seed": 1})

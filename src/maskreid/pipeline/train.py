@@ -87,7 +87,11 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
         model_cfg = {"feat_dim": get(params, "model.feat_dim"), "pretrained": init is None,
                      "last_stride": (init_meta.get("model_cfg") or {}).get("last_stride",
                                                                           get(params, "model.last_stride"))}
-    model_cfg = overridden(model_cfg, run.get("model"), f"{kind}.runs: model")
+    # a run-only option of the ImageNet trunk, passed on only when the run sets it: a run without it
+    # builds (and records in its model.pt) exactly the model_cfg it did before the option existed
+    trunk_only = {"frozen_blocks": 0} if arch.startswith("mnv2") else {}
+    overridden({**model_cfg, **trunk_only}, run.get("model"), f"{kind}.runs: model")  # refuses unknown keys
+    model_cfg = {**model_cfg, **(run.get("model") or {})}
     data = get(params, f"{kind}.data", None)
     return dict(
         train_frame=frame,
