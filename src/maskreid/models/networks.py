@@ -234,9 +234,10 @@ class MobileNetReID(_MultiStreamNet):
 
     ``frozen_blocks`` N > 0 trains without the first N of MobileNetV2's 19 feature modules (in
     every stream; the join conv too once N > 2, as it sits between modules 1 and 2). Why: on a CPU
-    the backward pass through the high-resolution early layers is most of a step (2 cores, 160 x
-    80, batch 64: 61 img/s with none frozen, 123 with 4), and those generic layers gain little from
-    re-ID data. Their BN layers still normalise with batch statistics.
+    the backward pass through the high-resolution early layers is a large share of a step
+    (``benchmarks/bench_train.py``, 2 cores, 160 x 80, batch 64: 82.0 img/s with none frozen, 115.9
+    with 4), and those generic layers gain little from re-ID data. Their BN layers still normalise
+    with batch statistics.
     """
 
     input_size = (128, 64)
