@@ -11,6 +11,7 @@ Two numbers per arch:
     python benchmarks/bench_train.py --archs mnv2_mf mnv2 --size 128 64 --last-stride 2 \
         --channels-last --arrays                                    # the real_cpu trunk and data path
     ... --amp-cpu                                                   # bf16 autocast on the CPU
+    ... --compile                                                   # torch.compile (compute only)
 
 ``--arrays``: the pipeline number goes through ``ArrayDataset`` (crops decoded once, batch
 augmentation) instead of per-image decoding.
@@ -61,13 +62,14 @@ def _model(arch: str, width: float, last_stride: int, frozen_blocks: int = 0):
 
 def bench_compute(arch: str, P: int, N: int, steps: int, warmup: int, width: float = 1.0, amp: str = "none",
                   last_stride: int = 1, channels_last: bool = False, amp_cpu: bool = False,
-                  frozen_blocks: int = 0) -> float:
+                  frozen_blocks: int = 0, compile_model: bool = False) -> float:
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     model = _model(arch, width, last_stride, frozen_blocks).train().to(dev)
     cl = dev == "cuda" or channels_last
     if cl:
         model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if compile_model else model
     loss_fn = build_loss("rank")
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     b = P + N
@@ -84,7 +86,7 @@ def bench_compute(arch: str, P: int, N: int, steps: int, warmup: int, width: flo
             torch.cuda.synchronize()
         t = time.perf_counter()
         with torch.autocast(dev, dtype=dtype, enabled=dtype is not None):
-            loss = loss_fn(model(x, masked).feat, y)
+            loss = loss_fn(step_model(x, masked).feat, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -128,6 +130,8 @@ def main() -> None:
     ap.add_argument("--last-stride", type=int, default=1, help="mnv2 archs")
     ap.add_argument("--arrays", action="store_true", help="pipeline through ArrayDataset")
     ap.add_argument("--frozen-blocks", type=int, default=0, help="mnv2 archs: first N feature modules frozen")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the model for the compute number (the pipeline number stays eager)")
     args = ap.parse_args()
     SIZE = tuple(args.size)
     torch.set_num_threads(args.threads)
@@ -137,10 +141,10 @@ def main() -> None:
             "arch": arch, "size": list(SIZE), "width": args.width, "batch": args.P + args.N,
             "threads": args.threads, "amp": args.amp, "amp_cpu": args.amp_cpu,
             "channels_last": args.channels_last, "last_stride": args.last_stride, "arrays": args.arrays,
-            "frozen_blocks": args.frozen_blocks,
+            "frozen_blocks": args.frozen_blocks, "compile": args.compile,
             "compute_img_per_s": round(bench_compute(arch, args.P, args.N, args.steps, args.warmup, args.width,
                                                      args.amp, args.last_stride, args.channels_last,
-                                                     args.amp_cpu, args.frozen_blocks), 2),
+                                                     args.amp_cpu, args.frozen_blocks, args.compile), 2),
             "pipeline_img_per_s": round(
                 bench_pipeline(arch, args.P, args.N, args.steps, args.warmup, frame, masks, args.width,
                                args.last_stride, args.channels_last, args.amp_cpu, args.arrays,

@@ -154,6 +154,25 @@ def test_a_fine_tuning_run_must_name_a_pretraining_run():
         "validate.finetune_runs.none.init = None: must be one of pretrain.runs ['duke']"]
 
 
+def test_a_start_on_a_sets_test_identities_is_never_used_on_that_set():
+    from maskreid.params_check import leak_problems
+
+    params = {"pretrain": {"runs": {"all": {"sets": ["duke"], "test_identities": True},
+                                    "train_only": {"sets": ["duke"]}}},
+              "finetune": {"runs": {"market": {"dataset": "market", "init": "all"},
+                                    "duke": {"dataset": "duke", "init": "all"},
+                                    "duke_ok": {"dataset": "duke", "init": "train_only"}}},
+              "validate": {"finetune_runs": {"v": {"dataset": "duke", "init": "all"}}},
+              "cells": {"m": {"model": "finetune/market", "dataset": "market"},
+                        "d": {"model": "finetune/duke", "dataset": "duke"},
+                        "p": {"model": "pretrain/all", "dataset": "duke"},
+                        "ok": {"model": "finetune/duke_ok", "dataset": "duke"}}}
+    assert [line.split(":")[0] for line in leak_problems(params)] == [
+        "finetune.runs.duke", "validate.finetune_runs.v", "cells.d", "cells.p"]
+    assert "trained on the test identities of 'duke'" in leak_problems(params)[0]
+    assert problems({"pretrain": {"runs": {"all": {"test_identities": "yes"}}}})
+
+
 def test_validation_runs_from_a_pretrained_model_are_checked_like_the_others():
     params = {"validate": {"finetune_runs": {"a": {"loss": "rank", "arch": "mnv2", "val_ids": 0,
                                                    "model": {"last_stride": 3}}}}}

@@ -154,6 +154,7 @@ RULES: dict[str, Check] = {
     **{f"{runs}.*.input.{k}": integer(1) for runs in RUN_SECTIONS for k in ("height", "width")},
     **{f"{runs}.*.{k}": c for runs in ("validate.runs", "validate.finetune_runs")
        for k, c in (("val_ids", integer(1)), ("val_seed", integer(0)), ("loss_options.top_k", optional(integer(1))))},
+    "pretrain.runs.*.test_identities": boolean,
     "mask_variants.*.backend": one_of(*SEG_BACKENDS),
     "evaluate.ap": one_of(*AP_RULES),
     "evaluate.max_rank": integer(1),
@@ -282,8 +283,27 @@ def init_problems(params: dict) -> list[str]:
     return out
 
 
+def leak_problems(params: dict) -> list[str]:
+    """A model pre-trained on a set's test identities (``pretrain.runs.<run>.test_identities``) is
+    never fine-tuned, validated or scored on that set: it would have seen the queries' people."""
+    out = []
+    for section in ("finetune.runs", "validate.finetune_runs", "cells"):
+        for key, item in (get(params, section, None) or {}).items():
+            item = item or {}
+            kind, _, name = str(item.get("model", "")).partition("/")
+            init = item.get("init") or (name if kind == "pretrain" else None)
+            if kind == "finetune":
+                init = (get(params, f"finetune.runs.{name}", None) or {}).get("init")
+            run = get(params, f"pretrain.runs.{init}", None) if init else None
+            if isinstance(run, dict) and run.get("test_identities") and item.get("dataset") in (run.get("sets") or []):
+                out.append(f"{section}.{key}: its pre-training {init!r} trained on the test identities of "
+                           f"{item.get('dataset')!r} (test_identities: true); pre-train on another set")
+    return out
+
+
 def check_params(params: dict) -> None:
     """Raise ``ParamsError`` listing every bad value (the caller prints it as one message)."""
-    bad = problems(params) + segment_problems(params) + mask_problems(params) + init_problems(params)
+    bad = (problems(params) + segment_problems(params) + mask_problems(params) + init_problems(params)
+           + leak_problems(params))
     if bad:
         raise ParamsError("params.yaml has values outside their allowed range:\n  " + "\n  ".join(bad))

@@ -94,6 +94,8 @@ def test_a_cells_model_maps_to_its_run_loss_and_sets():
     assert [loss_of(m, params) for m in ("pretrain/mf", "finetune/m_rank", "train/t")] == ["softmax", "rank", "triplet"]
     assert pretrain_sets_of("pretrain/mf", params) == pretrain_sets_of("finetune/m_rank", params) == ["viper", "cuhk01"]
     assert pretrain_sets_of("train/t", params) == [] and loss_of("nosuch/x", params) is None
+    params["pretrain"]["runs"]["mf"]["test_identities"] = True
+    assert pretrain_sets_of("finetune/m_rank", params) == ["viper (all identities)", "cuhk01 (all identities)"]
 
 
 def test_a_run_may_train_on_its_own_crop_size(params):

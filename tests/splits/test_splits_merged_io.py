@@ -69,6 +69,21 @@ def test_merged_exclude_and_errors(manifests):
         merged_train(manifests, trial=5)
 
 
+def test_merged_test_identities_join_their_train_rows(manifests):
+    """A pre-training set's test identities: query and gallery rows with an identity join, junk
+    (-1) and distractors (0) do not, and labels stay contiguous over train + test identities."""
+    m = merged_train({"market1501": manifests["market1501"]}, test_identities=["market1501"])
+    assert sorted(m["pid"].unique()) == [3, 7, 12, 20]
+    assert (m["pid"] == 20).sum() == 2 and m["label"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert sorted(merged_train({"market1501": manifests["market1501"]})["pid"].unique()) == [3, 7, 12]
+    both = merged_train(manifests, trial=1, test_identities=["market1501"])
+    only_train = merged_train(manifests, trial=1)
+    assert both.query("dataset == 'viper'")["image_id"].tolist() == only_train.query("dataset == 'viper'")["image_id"].tolist()
+    assert both["label"].nunique() == only_train["label"].nunique() + 1  # Market's person 20
+    with pytest.raises(KeyError, match="test_identities names datasets not being merged: \\['duke'\\]"):
+        merged_train(manifests, test_identities=["duke"])
+
+
 def test_merged_keeps_viper_person_zero():
     viper = build_manifest("viper", _frame([(p, c, 0) for p in range(0, 632) for c in (0, 1)], "viper"), "single_shot", 0, 5)
     t = next(t for t in range(5) if 0 in set(viper.query(f"trial == {t} and role == 'train'").pid))

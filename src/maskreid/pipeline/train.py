@@ -10,12 +10,13 @@ from maskreid.pipeline import IMAGES, MASKS, METRICS, MODELS, SPLITS
 from maskreid.train import DEFAULT_SAMPLER
 
 
-def _train_frame(datasets: list[str], trial: int = 0):
-    """Training rows of one or several datasets, identities namespaced and relabelled 0..C-1."""
+def _train_frame(datasets: list[str], trial: int = 0, test_identities: bool = False):
+    """Training rows of one or several datasets, identities namespaced and relabelled 0..C-1;
+    with ``test_identities`` (a pre-training run's option) their test identities too."""
     from maskreid.splits import merged_train, read_manifest
 
     manifests = {d: read_manifest(SPLITS / d) for d in datasets}
-    return merged_train(manifests, trial=trial)
+    return merged_train(manifests, trial=trial, test_identities=datasets if test_identities else ())
 
 
 def _masks_for(mask_dirs: list[Path]) -> dict[str, bytes]:
@@ -120,7 +121,8 @@ def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init:
     from maskreid.train import train_model
     from maskreid.train.data import attach_images
 
-    frame = attach_images(_train_frame(datasets), [IMAGES / d for d in datasets])
+    frame = attach_images(_train_frame(datasets, test_identities=bool(run.get("test_identities"))),
+                          [IMAGES / d for d in datasets])
     mask_dirs = [MASKS / d for d in datasets] if kind == "pretrain" else [masks_dir(run, f"{kind}.runs.{key}")]
     args = train_args(kind, run, frame, mask_dirs, loss, init, params)
     summary = train_model(**args, out_dir=MODELS / kind / key, live_dir=Path("dvclive") / kind / key)
@@ -186,11 +188,13 @@ def loss_of(model: str, params: dict) -> str | None:
 
 
 def pretrain_sets_of(model: str, params: dict) -> list[str]:
-    """The sets behind a cell's model: its own (pre-training) or its ``init`` model's."""
+    """The sets behind a cell's model: its own (pre-training) or its ``init`` model's; a set whose
+    test identities were trained on too reads ``<set> (all identities)``."""
     kind, run = run_of(model, params)
-    if kind == "pretrain":
-        return list(run.get("sets", []))
-    init = run.get("init")
-    return list(get(params, f"pretrain.runs.{init}.sets", []) or []) if init else []
+    if kind != "pretrain":
+        init = run.get("init")
+        run = dict(get(params, f"pretrain.runs.{init}", {}) or {}) if init else {}
+    sets = list(run.get("sets", []) or [])
+    return [f"{s} (all identities)" for s in sets] if run.get("test_identities") else sets
 
 

@@ -22,17 +22,25 @@ def merged_train(
     manifests: Mapping[str, pd.DataFrame],
     trial: int = 0,
     exclude_pids: Mapping[str, Iterable[int]] | None = None,
+    test_identities: Iterable[str] = (),
 ) -> pd.DataFrame:
     """Train rows of every manifest (``MERGED_COLUMNS``), labels contiguous 0..C-1.
 
     A manifest with trials uses trial ``trial``; one with a single fixed split (Market, Duke:
     trial 0 only) uses that split. ``exclude_pids`` maps a dataset name to identities never to
-    include (e.g. a target's test identities of another trial).
+    include (e.g. a target's test identities of another trial). ``test_identities`` names
+    datasets whose test rows (query, gallery, multi-query; identities only, no junk or
+    distractor) join their train rows: a set used only to pre-train a model for another target
+    is labelled people, test split or not (Duke's 702 training identities become 1,812).
     """
     exclude_pids = {k: {int(p) for p in v} for k, v in (exclude_pids or {}).items()}
     unknown = sorted(set(exclude_pids) - set(manifests))
     if unknown:
         raise KeyError(f"exclude_pids names datasets not being merged: {unknown}")
+    test_identities = set(test_identities)
+    unknown = sorted(test_identities - set(manifests))
+    if unknown:
+        raise KeyError(f"test_identities names datasets not being merged: {unknown}")
     parts = []
     for name in sorted(manifests):
         m = manifests[name]
@@ -44,7 +52,8 @@ def merged_train(
         else:
             raise ValueError(f"manifest {name!r} has trials {sorted(trials)}, not trial {trial}")
         min_pid = 1 if zero_is_distractor(m) else 0
-        rows = m[(m["trial"] == t) & (m["role"] == "train") & (m["pid"] >= min_pid)]
+        roles = m["role"] != "" if name in test_identities else m["role"] == "train"
+        rows = m[(m["trial"] == t) & roles & (m["pid"] >= min_pid)]
         rows = rows[~rows["pid"].isin(exclude_pids.get(name, set()))]
         rows = rows[["image_id", "sha256", "pid", "camid"]].copy()
         rows.insert(0, "dataset", name)
