@@ -52,8 +52,10 @@ def merged_train(
         else:
             raise ValueError(f"manifest {name!r} has trials {sorted(trials)}, not trial {trial}")
         min_pid = 1 if zero_is_distractor(m) else 0
-        roles = m["role"] != "" if name in test_identities else m["role"] == "train"
-        rows = m[(m["trial"] == t) & roles & (m["pid"] >= min_pid)]
+        keep = (m["trial"] == t) & (m["pid"] >= min_pid)
+        if name not in test_identities:
+            keep &= m["role"] == "train"
+        rows = m[keep]
         rows = rows[~rows["pid"].isin(exclude_pids.get(name, set()))]
         rows = rows[["image_id", "sha256", "pid", "camid"]].copy()
         rows.insert(0, "dataset", name)
