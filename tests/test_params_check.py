@@ -171,6 +171,10 @@ def test_a_start_on_a_sets_test_identities_is_never_used_on_that_set():
         "finetune.runs.duke", "validate.finetune_runs.v", "cells.d", "cells.p"]
     assert "trained on the test identities of 'duke'" in leak_problems(params)[0]
     assert problems({"pretrain": {"runs": {"all": {"test_identities": "yes"}}}})
+    assert leak_problems({"finetune": {"runs": {"f": {"dataset": "duke", "test_identities": True}}},
+                          "train": {"runs": {"t": {"dataset": "duke", "test_identities": False}}}}) == [
+        "finetune.runs.f.test_identities: only a pretrain.runs run may train on test identities",
+        "train.runs.t.test_identities: only a pretrain.runs run may train on test identities"]
 
 
 def test_validation_runs_from_a_pretrained_model_are_checked_like_the_others():

@@ -283,20 +283,31 @@ def init_problems(params: dict) -> list[str]:
     return out
 
 
+def _start_of(item: dict, params: dict) -> str | None:
+    """The ``pretrain.runs`` key behind a run (its ``init``) or a cell (its pre-trained model, or
+    its fine-tuned model's ``init``)."""
+    kind, _, name = str(item.get("model", "")).partition("/")
+    if kind == "pretrain":
+        return name
+    if kind == "finetune":
+        return (get(params, f"finetune.runs.{name}", None) or {}).get("init")
+    return item.get("init")
+
+
 def leak_problems(params: dict) -> list[str]:
     """A model pre-trained on a set's test identities (``pretrain.runs.<run>.test_identities``) is
-    never fine-tuned, validated or scored on that set: it would have seen the queries' people."""
-    out = []
+    never fine-tuned, validated or scored on that set: it would have seen the queries' people. Only
+    a pre-training run may set the key: on any other run it would be the target's own test set."""
+    out = [f"{section}.{key}.test_identities: only a pretrain.runs run may train on test identities"
+           for section in ("finetune.runs", "train.runs", "validate.runs", "validate.finetune_runs")
+           for key, item in (get(params, section, None) or {}).items() if "test_identities" in (item or {})]
     for section in ("finetune.runs", "validate.finetune_runs", "cells"):
         for key, item in (get(params, section, None) or {}).items():
             item = item or {}
-            kind, _, name = str(item.get("model", "")).partition("/")
-            init = item.get("init") or (name if kind == "pretrain" else None)
-            if kind == "finetune":
-                init = (get(params, f"finetune.runs.{name}", None) or {}).get("init")
-            run = get(params, f"pretrain.runs.{init}", None) if init else None
+            start = _start_of(item, params)
+            run = get(params, f"pretrain.runs.{start}", None) if start else None
             if isinstance(run, dict) and run.get("test_identities") and item.get("dataset") in (run.get("sets") or []):
-                out.append(f"{section}.{key}: its pre-training {init!r} trained on the test identities of "
+                out.append(f"{section}.{key}: its pre-training {start!r} trained on the test identities of "
                            f"{item.get('dataset')!r} (test_identities: true); pre-train on another set")
     return out
 

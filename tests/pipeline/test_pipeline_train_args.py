@@ -145,3 +145,21 @@ def test_a_run_from_a_pretrained_model_takes_its_arch_and_stride_not_imagenet(pa
     with pytest.raises(ParamsError, match="run its pretrain stage first"):
         train_args("finetune", {"dataset": "market1501", "loss": "rank"}, frame, [], "rank",
                    tmp_path / "nosuch.pt", params)
+
+
+@pytest.mark.parametrize("kind, reads", [("pretrain", True), ("finetune", False), ("train", False)])
+def test_only_a_pretraining_reads_test_identities(monkeypatch, kind, reads):
+    """On a fine-tuning or train run the key would mean the target's own test set: ignored there
+    (and refused by check_params), read by a pre-training run alone."""
+    from maskreid.pipeline import train as pipeline_train
+
+    seen = {}
+
+    def fake_frame(datasets, trial=0, test_identities=False):
+        seen["test_identities"] = test_identities
+        raise StopIteration
+
+    monkeypatch.setattr(pipeline_train, "_train_frame", fake_frame)
+    with pytest.raises(StopIteration):
+        pipeline_train._train(kind, "k", {"test_identities": True}, ["duke"], "rank", None, {})
+    assert seen["test_identities"] is reads

@@ -121,8 +121,9 @@ def _train(kind: str, key: str, run: dict, datasets: list[str], loss: str, init:
     from maskreid.train import train_model
     from maskreid.train.data import attach_images
 
-    frame = attach_images(_train_frame(datasets, test_identities=bool(run.get("test_identities"))),
-                          [IMAGES / d for d in datasets])
+    # only a pre-training reads test_identities: on any other run it would be the target's own test set
+    with_test = kind == "pretrain" and bool(run.get("test_identities"))
+    frame = attach_images(_train_frame(datasets, test_identities=with_test), [IMAGES / d for d in datasets])
     mask_dirs = [MASKS / d for d in datasets] if kind == "pretrain" else [masks_dir(run, f"{kind}.runs.{key}")]
     args = train_args(kind, run, frame, mask_dirs, loss, init, params)
     summary = train_model(**args, out_dir=MODELS / kind / key, live_dir=Path("dvclive") / kind / key)
