@@ -49,13 +49,14 @@ def test_a_bad_value_is_named_with_what_is_allowed(tmp_path, override, key):
 
 def test_run_fields_and_bools_are_checked():
     params = {"train": {"runs": {"a": {"loss": "rnak", "arch": "mnv3", "sampler": "pk",
-                                       "optim": {"max_steps": 0, "lr": 0.1, "amp_cpu": "yes"}, "model": {"last_stride": 3},
+                                       "optim": {"max_steps": 0, "lr": 0.1, "amp_cpu": "yes", "ema_horizon": 1.5},
+                                       "model": {"last_stride": 3},
                                        "input": {"height": 0, "width": 80}}}},
               "model": {"last_stride": True}, "evaluate": {"flip": "yes"}}
     keys = sorted(line.split(" = ")[0] for line in problems(params))
     assert keys == ["evaluate.flip", "model.last_stride", "train.runs.a.arch", "train.runs.a.input.height",
                     "train.runs.a.loss", "train.runs.a.model.last_stride", "train.runs.a.optim.amp_cpu",
-                    "train.runs.a.optim.max_steps"]
+                    "train.runs.a.optim.ema_horizon", "train.runs.a.optim.max_steps"]
 
 
 def test_allowed_sets_match_the_library():

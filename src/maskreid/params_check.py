@@ -110,6 +110,7 @@ _OPTIM = {
     "amp": one_of("bf16", "fp16", "none", None),
     "channels_last_cpu": boolean,
     "amp_cpu": boolean,
+    "ema_horizon": optional(number(0, 1, lo_open=True)),
 }
 
 # the params sections that hold training runs (a validation run is a train run plus keys of its own)

@@ -93,6 +93,11 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     assert val["val_queries"] == len(held.groupby(["pid", "camid"])) and len(held) == val["val_queries"] + val["val_gallery"]
     assert val["rank1"] == val["scores"]["flip" if p["evaluate"]["flip"] else "plain"]["rank1"]
     assert Path("models/validate/rank/model.pt").exists()
+    # a weight-averaged run scores the average (model.pt) and, from its checkpoint, the raw weights
+    p["validate"]["runs"]["rank_ema"] = {**p["validate"]["runs"]["rank"], "optim": {"ema_horizon": 0.5}}
+    ema = validate.run_validate("rank_ema", p)
+    assert "raw_scores" not in val and set(ema["raw_scores"]) == {"plain", "flip"}
+    assert ema["optim"]["ema_horizon"] == 0.5 and ema["steps"] == val["steps"]
     for cell in p["cells"]:
         out = evaluate.run_evaluate(cell, p)
         if out["protocol"] == "market":  # the cell's numbers, recomputed from its stored features
@@ -131,7 +136,7 @@ def test_every_stage_runs_on_tiny_synthetic(tiny_params):
     assert "## Masks → re-ID" in md and "| GrabCut | synthetic | masks_grabcut | grabcut |" in md
     assert "| true masks | synthetic | t2_rank | ground_truth |" in md
     tracked = json.loads(Path("metrics/headline.json").read_text())
-    assert tracked["t2_rank"] == head["sq"] and set(tracked) == set(p["cells"]) | {"val_rank"}
+    assert tracked["t2_rank"] == head["sq"] and set(tracked) == set(p["cells"]) | {"val_rank", "val_rank_ema"}
     assert tracked["val_rank"] == {"rank1": val["rank1"], "mAP": val["mAP"]}
     assert "## Validation split" in md and "| rank | synthetic | mnv2_mf | synthetic | 2 (" in md and "| top_k=2 |" in md
     plots = {f.relative_to("reports/curves").as_posix() for f in Path("reports/curves").rglob("*.json")}

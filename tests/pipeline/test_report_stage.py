@@ -64,4 +64,20 @@ def test_replicates_are_the_cells_whose_runs_differ_only_in_seed():
         "d_longer": {**run, "optim": {"max_steps": 5000}, "seed": 3}}}}
     cells = {n: {"model": f"train/{n}", "dataset": "market1501", "masks": params["train"]["runs"][n]["masks"]}
              for n in params["train"]["runs"]}
-    assert replicate_groups(cells, params) == {"a": {"a": 0, "a_s1": 1, "a_s2": 2}, "b": {"b": 0, "b_s1": 1}}
+    assert replicate_groups(cells, params) == {"a": {"a": "0", "a_s1": "1", "a_s2": "2"}, "b": {"b": "0", "b_s1": "1"}}
+
+
+def test_a_replicate_of_the_whole_chain_has_a_start_of_the_same_recipe():
+    """A fine-tuning from another seed's pre-training is the same recipe; from a pre-training that
+    differs in anything else (its steps) it is not."""
+    from maskreid.pipeline.report import replicate_groups
+
+    start = {"arch": "mnv2", "sets": ["dukemtmc_reid"], "optim": {"max_steps": 3000}}
+    run = {"dataset": "market1501", "masks": "market1501", "arch": "mnv2", "loss": "rank", "init": "p"}
+    params = {"seed": 0,
+              "pretrain": {"runs": {"p": start, "p_s1": {**start, "seed": 1}, "p_2k": {**start, "optim": {"max_steps": 2000}}}},
+              "finetune": {"runs": {"f": run, "f_s1": {**run, "seed": 1}, "f_start1": {**run, "init": "p_s1"},
+                                    "f_2k": {**run, "init": "p_2k", "seed": 2}}}}
+    cells = {f"t_{n}": {"model": f"finetune/{n}", "dataset": "market1501", "masks": "market1501"}
+             for n in params["finetune"]["runs"]}
+    assert replicate_groups(cells, params) == {"t_f": {"t_f": "0", "t_f_s1": "1", "t_f_start1": "0, start 1"}}

@@ -66,6 +66,9 @@ def test_validation_runs_reach_the_headline_and_the_report(tmp_path):
     table = validation_table({"a": one_stream, "b": two_stream})
     assert "| a | market1501 | mnv2 | none | 100 (450 x 1500) |" in table
     assert "| b | market1501 | mnv2_mf | market1501_seg | 100 (450 x 1500) |" in table
+    averaged = {**one_stream, "raw": {"rank1": 59.75, "mAP": 47.5}}  # ema_horizon: the last step beside it
+    table = validation_table({"c": averaged})
+    assert "| 400 | 60.50 (last step 59.75) | 47.25 (last step 47.50) |" in table
 
 
 def test_a_validation_run_may_name_its_crop_size():

@@ -270,3 +270,56 @@ def test_training_device_one_rule_for_fit_and_train_model(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert training_device({}, local_rank=1) == torch.device("cuda:1")
     assert training_device({"device": "cpu"}, local_rank=1) == torch.device("cpu")
+
+
+def _floats(state):
+    return {k: v.clone() for k, v in state.items() if v.is_floating_point()}
+
+
+def test_weight_average_is_the_moving_average_of_the_steps_by_hand(tmp_path):
+    """ema_horizon: the returned model is e_1 = w_1, e_k = d e_(k-1) + (1 - d) w_k over the raw
+    weights w_k of every step (BN running statistics included), d = 1 - 1 / (horizon x steps); the
+    checkpoint keeps w_N. A constant schedule, so a k-step run is the first k steps of the N-step one."""
+    from maskreid.train.loop import raw_state
+
+    n, horizon = 6, 0.5
+    cfg = {**CFG, "schedule": "constant", "warmup_steps": 0}
+    raw = [_floats(_run(tmp_path / f"raw{k}", {**cfg, "max_steps": k})[0].state_dict()) for k in range(1, n + 1)]
+    averaged, summary = _run(tmp_path / "ema", {**cfg, "max_steps": n, "ema_horizon": horizon})
+    d = 1 - 1 / (horizon * n)
+    expected = raw[0]
+    for w in raw[1:]:
+        expected = {k: d * expected[k] + (1 - d) * w[k] for k in expected}
+    got = _floats(averaged.state_dict())
+    assert got.keys() == expected.keys() and "a.1.running_mean" in got
+    for k in got:
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=1e-5, msg=k)
+        assert not torch.equal(got[k], raw[-1][k]) or torch.equal(raw[0][k], raw[-1][k]), k
+    for k, v in _floats(raw_state(tmp_path / "ema" / CHECKPOINT_NAME)).items():
+        torch.testing.assert_close(v, raw[-1][k], rtol=0, atol=1e-6, msg=k)
+    assert summary["steps"] == n
+
+
+def test_a_killed_averaged_run_resumes_to_the_same_average(tmp_path):
+    cfg = {**CFG, "epochs": 4, "checkpoint_every": 5, "ema_horizon": 0.3}
+    straight, _ = _run(tmp_path / "straight", cfg)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "killed", cfg, live=RecordingLive(fail_after=7))
+    assert "ema" in torch.load(tmp_path / "killed" / CHECKPOINT_NAME, weights_only=True)
+    resumed, s_res = _run(tmp_path / "killed", cfg)
+    assert s_res["resumed_from"] == 5
+    a, b = _floats(straight.state_dict()), _floats(resumed.state_dict())
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    # a finished run started again returns the average again, not the raw weights of its checkpoint
+    again, s_again = _run(tmp_path / "killed", cfg)
+    assert s_again["resumed_from"] == 12
+    for k, v in _floats(again.state_dict()).items():
+        torch.testing.assert_close(v, a[k], rtol=0, atol=0, msg=k)
+
+
+def test_ema_horizon_is_a_fraction_and_changes_the_fingerprint():
+    for bad in (0, 1.5, -0.1, "0.2"):
+        with pytest.raises(ValueError, match="ema_horizon must be a fraction"):
+            resolve_cfg({"ema_horizon": bad})
+    assert fingerprint(resolve_cfg({"ema_horizon": 0.2})) != fingerprint(resolve_cfg({}))

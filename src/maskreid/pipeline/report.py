@@ -42,17 +42,25 @@ def run_report(_key: str, params: dict) -> dict:
     return js
 
 
-def replicate_groups(cell_params: dict, params: dict) -> dict[str, dict[str, int]]:
+def replicate_groups(cell_params: dict, params: dict) -> dict[str, dict[str, str]]:
     """Cells whose models are the same run but for ``seed`` (same kind, dataset, masks and every
-    other run key): first cell -> {cell: its seed}, for groups of two or more."""
-    groups: dict[str, dict[str, int]] = {}
+    other run key), their ``init`` pre-trainings the same run but for theirs: first cell ->
+    {cell: its seed, and its start's where that is not the profile's}, for groups of two or more."""
+    default = int(get(params, "seed", 0))
+    groups: dict[str, dict[str, str]] = {}
     for name, cell in cell_params.items():
         kind, run = run_of(cell.get("model", ""), params)
         if not run:
             continue
-        recipe = json.dumps([kind, cell.get("dataset"), cell.get("masks"),
-                             {k: v for k, v in run.items() if k != "seed"}], sort_keys=True, default=str)
-        groups.setdefault(recipe, {})[name] = int(run.get("seed", get(params, "seed", 0)))
+        start = dict(get(params, f"pretrain.runs.{run['init']}", {}) or {}) if run.get("init") else {}
+        recipe = {k: v for k, v in run.items() if k != "seed"}
+        if start:  # a replicate of the whole chain: the pre-training's recipe, not its name
+            recipe["init"] = {k: v for k, v in start.items() if k != "seed"}
+        key = json.dumps([kind, cell.get("dataset"), cell.get("masks"), recipe], sort_keys=True, default=str)
+        label = str(int(run.get("seed", default)))
+        if int(start.get("seed", default)) != default:
+            label += f", start {int(start['seed'])}"
+        groups.setdefault(key, {})[name] = label
     return {next(iter(g)): g for g in groups.values() if len(g) > 1}
 
 

@@ -78,6 +78,7 @@ def validate_recipe(run: dict, params: dict, out_dir: Path, section: str = "vali
     from maskreid.splits.validation import validation_split
     from maskreid.train import load_model, train_model
     from maskreid.train.data import attach_images
+    from maskreid.train.loop import CHECKPOINT_NAME, raw_state
 
     ds = run["dataset"]
     run_params = validation_params(run, params)  # before any work: a typo in the run stops here
@@ -98,17 +99,31 @@ def validate_recipe(run: dict, params: dict, out_dir: Path, section: str = "vali
     data_cfg = args["data_cfg"]
     q = (val["role"] == "query").to_numpy()
     pid, cam = val["pid"].to_numpy(), val["camid"].to_numpy()
-    scores = {}
-    for name, flip in (("plain", False), ("flip", True)):
-        feats = extract_features(model, val, args["masks"] if two_stream else None, size=data_cfg["size"],
-                                 batch_size=int(get(params, "evaluate.batch_size")), flip=flip,
-                                 mask_mode=data_cfg["mask_mode"], mask_threshold=data_cfg["mask_threshold"])
-        s = market_single_query(feats[q], feats[~q], pid[q], pid[~q], cam[q], cam[~q])
-        scores[name] = {"rank1": s["rank1"], "mAP": s["mAP"]}
-    chosen = scores["flip" if get(params, "evaluate.flip") else "plain"]
+
+    def score(net) -> dict:
+        scores = {}
+        for name, flip in (("plain", False), ("flip", True)):
+            feats = extract_features(net, val, args["masks"] if two_stream else None, size=data_cfg["size"],
+                                     batch_size=int(get(params, "evaluate.batch_size")), flip=flip,
+                                     mask_mode=data_cfg["mask_mode"], mask_threshold=data_cfg["mask_threshold"])
+            s = market_single_query(feats[q], feats[~q], pid[q], pid[~q], cam[q], cam[~q])
+            scores[name] = {"rank1": s["rank1"], "mAP": s["mAP"]}
+        return scores
+
+    choice = "flip" if get(params, "evaluate.flip") else "plain"
+    scores = score(model)
+    averaged = {}
+    if args["optim_cfg"].get("ema_horizon") is not None:
+        # the weight average against the last step's own weights, on one trajectory: a paired
+        # comparison, free of the run-to-run noise two trainings would add
+        model.load_state_dict(raw_state(Path(out_dir) / CHECKPOINT_NAME))
+        raw = score(model)
+        averaged = {"raw": raw[choice], "raw_scores": raw}
+    chosen = scores[choice]
     return {
         **chosen,
         "scores": scores,
+        **averaged,
         "dataset": ds,
         "arch": run["arch"],
         "masks": run.get("masks") if two_stream else None,

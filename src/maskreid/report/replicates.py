@@ -19,8 +19,8 @@ def _spread(values: list[float]) -> str:
     return f"{mean(values):.2f} ({min(values):.2f}–{max(values):.2f})"
 
 
-def replicate_table(groups: dict[str, dict[str, int]], cells: dict[str, dict[str, Any]]) -> tuple[list[str], list[dict]]:
-    """``groups``: first cell -> {cell: seed} for cells whose runs differ only in the seed. One row
+def replicate_table(groups: dict[str, dict[str, str]], cells: dict[str, dict[str, Any]]) -> tuple[list[str], list[dict]]:
+    """``groups``: first cell -> {cell: its seed(s)} for cells whose runs differ only in seeds. One row
     per group and evaluation that every seed has: rank-1 and mAP as mean (min–max) over the seeds."""
     lines = ["", "## Seed replicates: one recipe trained with several seeds (run-to-run noise)", "",
              "| replicates (seed) | eval | n | rank-1 mean (min–max) | mAP mean (min–max) |",

@@ -12,7 +12,9 @@ def validation_table(rows: dict[str, dict]) -> str:
     for key, r in rows.items():
         opts = ", ".join(f"{k}={v}" for k, v in sorted((r.get("loss_options") or {}).items()))
         masks = r.get("masks") or ("none" if "masks" in r else "—")  # records before these keys: —
+        raw = r.get("raw")  # a weight-averaged run: its last step's own weights beside the average
+        score = {k: f"{r[k]:.2f}" + (f" (last step {raw[k]:.2f})" if raw else "") for k in ("rank1", "mAP")}
         lines.append(f"| {key} | {r['dataset']} | {r.get('arch', '—')} | {masks} | "
                      f"{r['val_ids']} ({r['val_queries']} x {r['val_gallery']}) | "
-                     f"{opts} | {r.get('steps')} | {r['rank1']:.2f} | {r['mAP']:.2f} |")
+                     f"{opts} | {r.get('steps')} | {score['rank1']} | {score['mAP']} |")
     return "\n".join(lines) + "\n"

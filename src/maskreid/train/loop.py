@@ -29,6 +29,12 @@ so resuming never depends on replaying a global RNG stream.
   ``label_smoothing``.
 - A dataset with ``batched = True`` (``arrays.ArrayDataset``) is handed whole batches of indices.
 - ``device``: ``None`` picks CUDA when present; ``progress``: tqdm bar on rank 0.
+- ``ema_horizon``: keep an exponential moving average of the weights (BN statistics included),
+  whose time constant is this fraction of the run's steps (decay ``1 - 1 / (horizon * steps)``),
+  and return it as the trained model; ``None`` (default) returns the last step's weights. A
+  fraction, not a decay, so a short validation run and the long run it stands for average alike.
+  The checkpoint keeps the raw weights (``model``) beside the average (``ema``): one run scores
+  both (``raw_state``).
 - ``meta``: free-form dict (arch, loss, sampler...) folded into the checkpoint fingerprint: a
   checkpoint written under different result-changing options is not resumed (a warning says so).
 """
@@ -88,6 +94,7 @@ DEFAULTS: dict = {
     "softmax_weight": 0.0,
     "label_smoothing": 0.0,
     "amp_cpu": False,
+    "ema_horizon": None,
     "device": None,
     "progress": True,
 }
@@ -95,7 +102,7 @@ DEFAULTS: dict = {
 _NON_RESULT_KEYS = {"log_every", "checkpoint_every", "resume", "num_workers", "progress", "device"}
 # options added after runs were committed: left out of the fingerprint at their default, so the
 # fingerprint (kept in model.pt and the train metrics) of every earlier configuration is unchanged
-_LATER_KEYS = {"power", "bias_lr_mult", "norm_bias_decay"}
+_LATER_KEYS = {"power", "bias_lr_mult", "norm_bias_decay", "ema_horizon"}
 _SCHEDULES = ("cosine", "step", "poly", "step_linear", "constant")
 
 
@@ -114,7 +121,31 @@ def resolve_cfg(cfg: dict | None) -> dict:
         raise ValueError(f"amp must be 'bf16', 'fp16' or 'none', got {cfg['amp']!r}")
     if cfg["loss_input"] not in ("feat", "logits"):
         raise ValueError(f"loss_input must be 'feat' or 'logits', got {cfg['loss_input']!r}")
+    horizon = cfg["ema_horizon"]
+    if horizon is not None and not (isinstance(horizon, (int, float)) and 0 < horizon <= 1):
+        raise ValueError(f"ema_horizon must be a fraction of the run's steps in (0, 1] or null, got {horizon!r}")
     return cfg
+
+
+def weight_average(model: nn.Module, horizon: float | None, total: int):
+    """The run's moving average of ``model`` (parameters and BN buffers, torch's ``AveragedModel``),
+    or ``None`` without ``horizon``. Its first update copies the weights, so the start (ImageNet or
+    a pre-training) weighs ``exp(-1 / horizon)`` at the end, not a constant bias."""
+    if horizon is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    decay = 1.0 - 1.0 / max(horizon * total, 1.0)
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def raw_state(ckpt_path: str | Path) -> dict:
+    """The last step's own weights from a run's checkpoint: under ``ema_horizon`` model.pt holds
+    the average, and a validation run scores both from one trajectory."""
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"{ckpt_path}: no checkpoint, so no raw weights to score")
+    return torch.load(ckpt_path, map_location="cpu", weights_only=True)["model"]
 
 
 def fingerprint(cfg: dict) -> str:
@@ -271,6 +302,7 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
     optimizer = build_optimizer(param_groups(model, cfg), cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg))
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    average = weight_average(model, cfg["ema_horizon"], total)
 
     step, epoch, batch_in_epoch, resumed_from, resumed_window = 0, 0, 0, None, None
     history: dict = {"img_per_s": [], "loss": None}
@@ -287,6 +319,8 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             scaler.load_state_dict(ckpt["scaler"])
+            if average is not None:
+                average.load_state_dict(ckpt["ema"])
             step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
             history = ckpt.get("history", history)
             _set_rng_state(ckpt["rng"])
@@ -313,6 +347,7 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
                     "rng": _rng_state(), "fingerprint": fp, "history": history,
                     # the logging window in progress: a resumed run logs the same averages
                     "window": {k: win[k] for k in ("loss", "correct", "n", "steps")},
+                    **({"ema": average.state_dict()} if average is not None else {}),
                 },
                 ckpt_path,
             )
@@ -365,6 +400,8 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if average is not None:
+                average.update_parameters(model)
             step += 1
             batch_in_epoch += 1
 
@@ -410,6 +447,8 @@ def fit(model: nn.Module, loss_fn: nn.Module, dataset, batch_sampler, cfg: dict 
         dist_utils.broadcast_buffers(model)
     if last_ckpt_step != step or not ckpt_path.exists():
         checkpoint()
+    if average is not None:  # the trained model is the average; the checkpoint keeps the raw weights
+        model.load_state_dict(average.module.state_dict())
     rates = history["img_per_s"]
     steady = rates[1:] if len(rates) > 1 else rates  # the first window includes warm-up
     return {
