@@ -12,7 +12,7 @@ from maskreid.config import get
 from maskreid.io import read_json, write_json, write_text
 from maskreid.pipeline import METRICS, REPORTS
 from maskreid.pipeline.gpu_runs import gpu_runs_table, load_gpu_runs
-from maskreid.pipeline.train import RUN_SECTIONS, run_of
+from maskreid.pipeline.train import RUN_SECTIONS, run_of, start_run
 from maskreid.report.replicates import replicate_table
 from maskreid.report.validation import validation_table
 
@@ -52,7 +52,7 @@ def replicate_groups(cell_params: dict, params: dict) -> dict[str, dict[str, str
         kind, run = run_of(cell.get("model", ""), params)
         if not run:
             continue
-        start = dict(get(params, f"pretrain.runs.{run['init']}", {}) or {}) if run.get("init") else {}
+        start = start_run(run, params)
         recipe = {k: v for k, v in run.items() if k != "seed"}
         if start:  # a replicate of the whole chain: the pre-training's recipe, not its name
             recipe["init"] = {k: v for k, v in start.items() if k != "seed"}

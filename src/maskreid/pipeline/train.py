@@ -188,13 +188,18 @@ def loss_of(model: str, params: dict) -> str | None:
     return "softmax" if kind == "pretrain" else run.get("loss")
 
 
+def start_run(run: dict, params: dict) -> dict:
+    """The ``pretrain.runs`` entry a run starts from (its ``init``); {} for a run without one."""
+    init = run.get("init")
+    return dict(get(params, f"pretrain.runs.{init}", {}) or {}) if init else {}
+
+
 def pretrain_sets_of(model: str, params: dict) -> list[str]:
     """The sets behind a cell's model: its own (pre-training) or its ``init`` model's; a set whose
     test identities were trained on too reads ``<set> (all identities)``."""
     kind, run = run_of(model, params)
     if kind != "pretrain":
-        init = run.get("init")
-        run = dict(get(params, f"pretrain.runs.{init}", {}) or {}) if init else {}
+        run = start_run(run, params)
     sets = list(run.get("sets", []) or [])
     return [f"{s} (all identities)" for s in sets] if run.get("test_identities") else sets
 
