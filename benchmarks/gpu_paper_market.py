@@ -1,4 +1,5 @@
-"""The paper's network (maskreid_mf, 144 x 56, DGD trunk from scratch) on all of Market-1501, one GPU.
+"""The paper's network (maskreid_mf, 144 x 56, DGD trunk) on all of Market-1501, one GPU: from scratch, or
+pre-trained with softmax on another set first, as the paper does.
 
 Two steps, because the data lives here and the GPU machine is lent bare, offline, for minutes:
 
@@ -12,7 +13,11 @@ shares stored once: re-encoding resized 144 x 56 crops costs 110 MiB at JPEG qua
 as ``maskreid.train.arrays.decode_crops`` does (it is that function), so the network sees the
 pixels the CPU pipeline would. Masks are thresholded here exactly as training thresholds them
 (``cv2`` INTER_LINEAR resize of the probability mask to 144 x 56, then ``p / 255 >= 0.5``), then
-bit-packed and LZMA-compressed (85 bytes a mask instead of 1,008).
+bit-packed and LZMA-compressed (85 bytes a mask instead of 1,008). ``--roles train`` keeps the
+training rows alone (the crops a GPU call trains on; the test rows stay here), and ``--codec recode``
+stores a pre-training set too large to travel as it is (Duke's 16,522 training crops are 64 MiB as
+JPEGs): each crop resized to the training size as training resizes it, JPEG at ``--quality``
+(85: 34.9 MiB, 38.1 dB PSNR against the pipeline's own decoding), then arithmetic-coded.
 
 ``run`` (the GPU machine; also the CPU for smoke tests): all training crops resident on the device
 as uint8, P x K batches (``maskreid.samplers.PKSampler``) augmented on the device (flip, pad-crop,
@@ -22,8 +27,13 @@ optimiser are read from ``--params`` (default params.yaml, the committed ``real_
 loss, alpha 0.15, lambda 2, the 10 closest negatives, + identity cross-entropy with label smoothing
 0.1, Adam 3.5e-4, warm-up 150 steps then cosine to 1 %) exactly where the train stage reads them,
 ``--set key=value`` overriding any, via ``maskreid.train.loop.build_optimizer`` / ``lr_factor``.
-``--minutes`` bounds the training time: the cosine schedule is re-planned to the steps that fit, and
-evaluation always runs. Evaluation is the evaluate stage's own ``maskreid.evaluate.cell
+``--minutes`` bounds the training time: the cosine schedule is re-planned to the steps that fit.
+``--pretrain-bundle`` first trains softmax on another bundle's training ids (``pretrain.optim``,
+``pretrain.data``, ``losses.softmax``: what the ``pretrain`` stage reads), for ``--pretrain-minutes``,
+then loads those weights into the target model with the pipeline's ``load_pretrained`` (classifier
+dropped) and fine-tunes (``finetune.optim``, ``finetune.data``, ``losses.rank``): the paper's
+schedule, with the project's stand-in for its seven small sets. Evaluation runs when the bundle has
+test rows. Evaluation is the evaluate stage's own ``maskreid.evaluate.cell
 .evaluate_cell`` (official Market AP, single query and k-reciprocal re-ranking, k1 20 / k2 6 /
 lambda 0.3) on features made as ``extract_features`` makes them (fp32, L2-normalised, optionally
 flip-averaged). Writes ``<out>/cells.json`` and the weights (``model.pt`` in ``load_model``'s
@@ -34,6 +44,9 @@ training. ``evaluate`` scores a saved model.pt on the bundle the same way (e.g. 
     python benchmarks/gpu_paper_market.py bundle --out tmp/gpu_bundle/market_144x56.npz
     python benchmarks/gpu_paper_market.py run --bundle tmp/gpu_bundle/market_144x56.npz \\
         --steps 30000 --minutes 7 --out $OUT
+    # the paper's schedule (benchmarks/gpu_market_call.sh has the bundles' commands):
+    python benchmarks/gpu_paper_market.py run --bundle tmp/gpu_bundle/market_train_144x56.npz \\
+        --pretrain-bundle tmp/gpu_bundle/duke_train_144x56_q85.npz --pretrain-minutes 3.5 --minutes 5 --out $OUT
     python benchmarks/gpu_paper_market.py join --out tmp/gpu_run/model.pt <dir with the shards>
     python benchmarks/gpu_paper_market.py evaluate --bundle tmp/gpu_bundle/market_144x56.npz \
         --model tmp/gpu_run/model.pt --out tmp/gpu_run/eval
@@ -51,6 +64,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,7 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from maskreid.config import get  # noqa: E402
 from maskreid.evaluate.cell import evaluate_cell  # noqa: E402
 from maskreid.io import write_json  # noqa: E402
-from maskreid.losses import build_loss  # noqa: E402
+from maskreid.losses import Objective  # noqa: E402
 from maskreid.models import build_model  # noqa: E402
 from maskreid.params_check import check_params  # noqa: E402
 from maskreid.samplers import PKSampler  # noqa: E402
@@ -78,7 +92,9 @@ from maskreid.train.data import IMAGENET_MEAN, IMAGENET_STD, add_labels  # noqa:
 from maskreid.train.loop import build_optimizer, lr_factor, resolve_cfg  # noqa: E402
 
 FORMAT_VERSION = 1
-ROLES = ("train", "query", "gallery")  # role codes 0, 1, 2 in the bundle
+# role codes 0..3 in the bundle; multiquery: the gt_bbox crops of Market's multi-query protocol
+ROLES = ("train", "query", "gallery", "multiquery")
+DEFAULT_ROLES = ("train", "query", "gallery")
 BUNDLE_KEYS = ("format_version", "meta_json", "jpeg_prefix", "jpeg_suffix", "jpeg_body", "jpeg_offsets",
                "mask_lzma", "pid", "camid", "label", "role", "image_ids")
 # the evaluate stage's re-ranking (conf/config.yaml evaluate.rerank) and CMC depth
@@ -106,7 +122,7 @@ def market_frame(images: Path, masks: Path, splits: Path) -> tuple[pd.DataFrame,
     manifest = read_manifest(splits)
     name = Path(splits).name.removesuffix(".parquet")
     train = merged_train({name: manifest})[["image_id", "sha256", "pid", "camid", "label"]].assign(role="train")
-    test = manifest[(manifest.trial == 0) & manifest.role.isin(["query", "gallery"])]
+    test = manifest[(manifest.trial == 0) & manifest.role.isin(["query", "gallery", "multiquery"])]
     test = test[["image_id", "sha256", "pid", "camid", "role"]].assign(label=-1)
     frame = attach_images(pd.concat([train, test], ignore_index=True), [images])
     table = read_mask_table(masks, ["sha256", "mask"])
@@ -146,6 +162,25 @@ def transcode_arithmetic(images: list[bytes], image_ids: list[str], jpegtran: st
     return out
 
 
+def recode_resized(images: list[bytes], image_ids: list[str], size: tuple[int, int], quality: int,
+                   chunk: int = 512) -> list[bytes]:
+    """Each crop resized to ``size`` exactly as training resizes it (``decode_crops``), then JPEG-coded
+    at ``quality``: lossy, for a pre-training set whose originals are too large to travel (Duke's
+    training crops are 64 MiB as they are, 43 MiB like this at quality 90 with arithmetic coding).
+    The device's ``decode_crops`` then resizes nothing, so the only change is the JPEG error."""
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    out = []
+    for i in range(0, len(images), chunk):
+        arr = decode_crops(images[i:i + chunk], image_ids[i:i + chunk], size).permute(0, 2, 3, 1).numpy()
+        for img, iid in zip(arr, image_ids[i:i + chunk]):
+            ok, enc = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                raise CorruptImageError(f"image {iid!r}: OpenCV could not JPEG-code the resized crop")
+            out.append(enc.tobytes())
+    return out
+
+
 def split_common(blobs: list[bytes]) -> tuple[bytes, bytes, list[bytes]]:
     """(prefix, suffix, bodies) with ``blob == prefix + body + suffix``: the shared JPEG header and
     end marker stored once (623 of Market's ~2,300 bytes a crop)."""
@@ -169,13 +204,14 @@ def binary_masks(frame: pd.DataFrame, masks: dict[str, bytes], size: tuple[int, 
 
 def build_bundle(frame: pd.DataFrame, masks: dict[str, bytes], size: tuple[int, int] = (144, 56),
                  mask_threshold: float = 0.5, codec: str = "arith", meta: dict | None = None,
-                 lzma_preset: int = 9) -> dict[str, np.ndarray]:
+                 lzma_preset: int = 9, quality: int = 90) -> dict[str, np.ndarray]:
     """In-memory rows -> the bundle's arrays (no object arrays: the device loads it pickle-free).
 
     ``frame``: ``image`` (encoded bytes), ``image_id``, ``sha256``, ``pid``, ``camid``, ``role``
     (train | query | gallery) and optionally ``label`` (else train rows are relabelled 0..C-1 by
     sorted pid); ``masks``: sha256 -> PNG probability mask. ``codec``: ``arith`` (lossless
-    arithmetic re-coding, needs jpegtran) or ``original`` (the bytes as given)."""
+    arithmetic re-coding, needs jpegtran), ``original`` (the bytes as given) or ``recode`` (resized
+    to ``size``, JPEG at ``quality``, then arithmetic-coded: lossy, for a pre-training set)."""
     need = ["image", "image_id", "sha256", "pid", "camid", "role"]
     missing = [c for c in need if c not in frame.columns]
     if missing:
@@ -192,10 +228,12 @@ def build_bundle(frame: pd.DataFrame, masks: dict[str, bytes], size: tuple[int, 
     if any("\n" in i for i in ids):
         raise ValueError("image ids must not contain newlines (the bundle stores them newline-joined)")
     images = [bytes(b) for b in frame["image"]]
-    if codec == "arith":
+    if codec == "recode":
+        images = transcode_arithmetic(recode_resized(images, ids, size, quality), ids)
+    elif codec == "arith":
         images = transcode_arithmetic(images, ids)
     elif codec != "original":
-        raise ValueError(f"codec must be 'arith' or 'original', got {codec!r}")
+        raise ValueError(f"codec must be 'arith', 'original' or 'recode', got {codec!r}")
     prefix, suffix, bodies = split_common(images)
     offsets = np.zeros(len(bodies) + 1, np.int64)
     np.cumsum([len(b) for b in bodies], out=offsets[1:])
@@ -203,7 +241,8 @@ def build_bundle(frame: pd.DataFrame, masks: dict[str, bytes], size: tuple[int, 
     packed = np.packbits(bits, axis=-1)
     role = frame["role"].map({r: i for i, r in enumerate(ROLES)}).to_numpy(np.uint8)
     info = {**(meta or {}), "size": list(size), "mask_threshold": mask_threshold, "mask_mode": "binary",
-            "codec": codec, "n": len(frame), "mask_shape": list(bits.shape),
+            "codec": codec, **({"jpeg_quality": quality} if codec == "recode" else {}),
+            "n": len(frame), "mask_shape": list(bits.shape),
             "counts": {r: int((role == i).sum()) for i, r in enumerate(ROLES)},
             "train_ids": int(frame.loc[frame.role == "train", "label"].nunique()),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -237,10 +276,16 @@ def write_bundle(path: str | Path, arrays: dict[str, np.ndarray]) -> int:
 def cmd_bundle(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     frame, masks, meta = market_frame(Path(a.images), Path(a.masks), Path(a.splits))
+    roles = [r.strip() for r in a.roles.split(",") if r.strip()]
+    bad = sorted(set(roles) - set(ROLES))
+    if bad or not roles:
+        print(f"error: --roles {a.roles!r}: expected a comma list of {ROLES}", file=sys.stderr)
+        return 2
+    frame = frame[frame.role.isin(roles)].reset_index(drop=True)
     t_read = time.perf_counter() - t0
     print(f"read {len(frame)} rows ({frame.role.value_counts().to_dict()}), {len(masks)} masks "
           f"in {t_read:.1f} s", flush=True)
-    arrays = build_bundle(frame, masks, tuple(a.size), a.mask_threshold, a.codec, meta)
+    arrays = build_bundle(frame, masks, tuple(a.size), a.mask_threshold, a.codec, meta, quality=a.quality)
     size = write_bundle(a.out, arrays)
     wall = time.perf_counter() - t0
     parts = {k: round(v.nbytes / MiB, 2) for k, v in arrays.items() if v.nbytes > MiB}
@@ -403,17 +448,40 @@ class DeviceAugment:
 
 
 @dataclass
-class Recipe:
-    """The training recipe, read from a params file as the train stage reads it (``train.optim``,
-    ``losses.rank``, ``sampler.pk_p`` x ``pk_k``, ``train.data``, ``model.feat_dim``, ``seed``;
-    the ``real_cpu`` profile by default), so a GPU run and the CPU pipeline cannot drift apart."""
+class Phase:
+    """One training phase, read where the pipeline's stage of that kind reads it: ``<kind>.optim``,
+    ``<kind>.data`` and ``losses.<loss>`` (through ``Objective.from_config``, as ``train_model``
+    does). ``pretrain`` trains softmax, as ``run_pretrain`` does; ``train`` (from scratch) and
+    ``finetune`` (from a pre-training) the ranking loss + identity cross-entropy."""
 
+    kind: str
+    objective: Objective
     optim: dict
-    loss: dict
-    P: int
-    K: int
     pad: int
     erase_p: float
+
+    def record(self) -> dict:
+        """The phase's loss and optimiser as a run's summary records them."""
+        o = self.objective
+        return {"loss": {"name": o.name, **o.options, "softmax_weight": o.softmax_weight,
+                         "label_smoothing": o.label_smoothing},
+                "optim": {k: self.optim[k]
+                          for k in ("optimizer", "lr", "weight_decay", "warmup_steps", "min_lr_ratio")},
+                "augment": {"flip": 0.5, "pad": self.pad, "erase_p": self.erase_p}}
+
+
+PHASE_LOSS = {"pretrain": "softmax", "train": "rank", "finetune": "rank"}
+
+
+@dataclass
+class Recipe:
+    """The training recipe, read from a params file (``sampler.pk_p`` x ``pk_k``, ``model.feat_dim``,
+    ``seed``, and per phase its sections; the ``real_cpu`` profile by default), so a GPU run and the
+    CPU pipeline cannot drift apart."""
+
+    phases: dict
+    P: int
+    K: int
     feat_dim: int
     seed: int
 
@@ -434,12 +502,16 @@ class Recipe:
                 node = node.setdefault(part, {})
             node[leaf] = yaml.safe_load(raw)
         check_params(params)
-        optim = {k: v for k, v in get(params, "train.optim").items() if k not in ("max_steps", "epochs", "batch_size")}
-        return cls(optim=resolve_cfg({**optim, "seed": get(params, "seed")}),
-                   loss=dict(get(params, "losses.rank")), P=get(params, "sampler.pk_p"),
-                   K=get(params, "sampler.pk_k"), pad=get(params, "train.data.pad"),
-                   erase_p=get(params, "train.data.erase_p"), feat_dim=get(params, "model.feat_dim"),
-                   seed=get(params, "seed"))
+        seed = get(params, "seed")
+        phases = {}
+        for kind, loss in PHASE_LOSS.items():
+            optim = {k: v for k, v in get(params, f"{kind}.optim").items()
+                     if k not in ("max_steps", "epochs", "batch_size")}
+            data = get(params, f"{kind}.data")
+            phases[kind] = Phase(kind, Objective.from_config(loss, get(params, f"losses.{loss}")),
+                                 resolve_cfg({**optim, "seed": seed}), data["pad"], data["erase_p"])
+        return cls(phases=phases, P=get(params, "sampler.pk_p"), K=get(params, "sampler.pk_k"),
+                   feat_dim=get(params, "model.feat_dim"), seed=seed)
 
 
 def _streams(model, x: torch.Tensor, masked: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
@@ -451,8 +523,11 @@ def _streams(model, x: torch.Tensor, masked: torch.Tensor | None) -> tuple[torch
     return (x, masked)
 
 
-def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torch.device, workers: int) -> dict:
-    """Train ``model`` in place on the bundle's training rows; returns the run's summary."""
+def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, phase: Phase, device: torch.device,
+          workers: int, steps: int, minutes: float | None) -> dict:
+    """Train ``model`` in place on the bundle's training rows for ``phase``; returns its summary.
+
+    ``minutes`` bounds the training time: at step 60 the cosine is re-planned to the steps that fit."""
     t0 = time.perf_counter()
     rows = np.flatnonzero(bundle.role == 0)
     labels_np = bundle.label[rows]
@@ -461,20 +536,22 @@ def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torc
     decode_s = time.perf_counter() - t0
     cuda = device.type == "cuda"
     sampler = PKSampler(labels_np, P=rc.P, K=rc.K, seed=rc.seed)
-    aug = DeviceAugment(x, m, torch.from_numpy(labels_np).to(device), rc.pad, rc.erase_p, rc.seed,
+    aug = DeviceAugment(x, m, torch.from_numpy(labels_np).to(device), phase.pad, phase.erase_p, rc.seed,
                         masked=model.num_streams > 1)
-    loss_fn = build_loss("rank", alpha=rc.loss["alpha"], lam=rc.loss["lambda"], top_k=rc.loss["top_k"])
-    ce_weight, smoothing = rc.loss["softmax_weight"], rc.loss["label_smoothing"]
-    cfg = rc.optim
+    objective = phase.objective
+    on_logits = objective.loss.input == "logits"
+    if (on_logits or objective.softmax_weight) and model.classifier is None:
+        raise ValueError(f"the {phase.kind} phase's {objective.name} loss needs a classifier head")
+    cfg = phase.optim
     amp_dtype = torch.bfloat16 if cuda and a.amp == "bf16" else None
     channels_last = cuda
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), cfg)
-    plan = {"total": int(a.steps)}
+    plan = {"total": int(steps)}
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, plan["total"], cfg))
     step_model = torch.compile(model) if a.compile else model
-    budget = a.minutes * 60.0 if a.minutes else math.inf
+    budget = minutes * 60.0 if minutes else math.inf
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     model.train()
@@ -495,9 +572,10 @@ def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torc
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 out = step_model(*_streams(model, xb, mb))
             logits = out.logits.float()
-            loss = loss_fn(out.feat.float(), yb)
-            if ce_weight:
-                loss = loss + ce_weight * F.cross_entropy(logits, yb, label_smoothing=smoothing)
+            loss = objective.loss(logits, yb) if on_logits else objective.loss(out.feat.float(), yb)
+            if objective.softmax_weight:
+                loss = loss + objective.softmax_weight * F.cross_entropy(
+                    logits, yb, label_smoothing=objective.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -506,6 +584,8 @@ def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torc
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(1) == yb).sum()
             win_n += 1
+            if time.perf_counter() - t_start > budget and step < plan["total"]:
+                stopped, plan["total"] = "time", step  # and the last step is logged below
             if step in (20, 60) or step % a.log_every == 0 or step == plan["total"]:
                 sync()
                 now = time.perf_counter() - t_start
@@ -520,14 +600,13 @@ def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torc
                 loss_sum.zero_()
                 correct.zero_()
                 win_n = 0
-                if step == 60 and math.isfinite(budget):  # re-plan the cosine to the steps that fit
+                # re-plan the cosine to the steps that fit
+                if step == 60 and math.isfinite(budget) and stopped != "time":
                     per_step = (now - marks[0][1]) / (step - marks[0][0])
                     fit = int((budget - now) / per_step * 0.97) + step
-                    plan["total"] = max(step + 1, min(int(a.steps), fit))
-                    print(f"plan: {per_step * 1e3:.1f} ms/step -> {plan['total']} steps in {a.minutes} min",
-                          flush=True)
-            if time.perf_counter() - t_start > budget and step < plan["total"]:
-                stopped, plan["total"] = "time", step
+                    plan["total"] = max(step + 1, min(int(steps), fit))
+                    print(f"plan ({phase.kind}): {per_step * 1e3:.1f} ms/step -> {plan['total']} steps "
+                          f"in {minutes} min", flush=True)
             if step >= plan["total"]:
                 break
         epoch += 1
@@ -536,14 +615,14 @@ def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torc
     first = next(((s, t) for s, t in marks if s >= 20), None)
     steady = ((step - first[0]) * rc.batch / (train_s - first[1])
               if first is not None and step > first[0] and train_s > first[1] else step * rc.batch / max(train_s, 1e-9))
-    return {"steps": step, "planned_steps": int(a.steps), "stopped_by": stopped, "batch": rc.batch,
-            "P": rc.P, "K": rc.K, "epochs": round(step * rc.batch / len(rows), 2),
+    return {"phase": phase.kind, "dataset": bundle.meta.get("dataset"), "device": device_name(device),
+            "steps": step, "planned_steps": int(steps),
+            "stopped_by": stopped, "batch": rc.batch, "P": rc.P, "K": rc.K,
+            "epochs": round(step * rc.batch / len(rows), 2),
             "train_images": int(len(rows)), "train_ids": int(len(np.unique(labels_np))),
             "img_per_s": round(steady, 1), "train_s": round(train_s, 1), "decode_s": round(decode_s, 1),
-            "final_loss": log[-1]["loss"] if log else None, "log": log,
-            "optim": {k: cfg[k] for k in ("optimizer", "lr", "weight_decay", "warmup_steps", "min_lr_ratio")},
-            "loss": {"name": "rank", **rc.loss}, "params": str(a.params), "set": list(a.set),
-            "augment": {"flip": 0.5, "pad": rc.pad, "erase_p": rc.erase_p}, "amp": str(amp_dtype),
+            "final_loss": log[-1]["loss"] if log else None, "log": log, **phase.record(),
+            "params": str(a.params), "set": list(a.set), "amp": str(amp_dtype),
             "channels_last": channels_last, "compile": bool(a.compile)}
 
 
@@ -552,10 +631,12 @@ def train(model, bundle: Bundle, a: argparse.Namespace, rc: Recipe, device: torc
 # ----------------------------------------------------------------------------------------------
 
 def eval_rows(bundle: Bundle, max_queries: int | None, max_gallery: int | None, seed: int) -> np.ndarray:
-    """Bundle rows to evaluate: all queries and gallery, or for smoke tests a seeded subset of
-    queries with every gallery image of their identities plus random others up to ``max_gallery``."""
+    """Bundle rows to evaluate: all queries, gallery and multi-query crops, or for smoke tests a
+    seeded subset of queries with every gallery image of their identities plus random others up to
+    ``max_gallery`` (and the multi-query crops of the chosen queries' identities)."""
     q = np.flatnonzero(bundle.role == 1)
     g = np.flatnonzero(bundle.role == 2)
+    mq = np.flatnonzero(bundle.role == 3)
     rng = np.random.default_rng(seed)
     if max_queries is not None and max_queries < len(q):
         q = np.sort(rng.choice(q, max_queries, replace=False))
@@ -564,26 +645,32 @@ def eval_rows(bundle: Bundle, max_queries: int | None, max_gallery: int | None, 
         rest = g[~same]
         extra = max(0, max_gallery - int(same.sum()))
         g = np.sort(np.concatenate([g[same], rng.choice(rest, min(extra, len(rest)), replace=False)]))
-    return np.concatenate([q, g])
+    return np.concatenate([q, g, mq[np.isin(bundle.pid[mq], bundle.pid[q])]])
 
 
 @torch.inference_mode()
-def embed(model, x: torch.Tensor, m: torch.Tensor, device: torch.device, batch: int, flip: bool) -> np.ndarray:
-    """``extract_features`` on resident arrays: eval mode, fp32, ``normalise(x)`` and ``x * mask``,
-    optional flip averaging, L2-normalised rows."""
+def embed(model, x: torch.Tensor, m: torch.Tensor, device: torch.device, batch: int,
+          flips: tuple[bool, ...] = (True,)) -> dict[bool, np.ndarray]:
+    """``extract_features`` on resident arrays, per flip setting: eval mode, fp32, ``normalise(x)``
+    and ``x * mask``, the flip-averaged feature ``(f(x) + f(flip x)) / 2``, L2-normalised rows. Both
+    settings share the unflipped forward pass (two passes, not three), in channels-last (the paper
+    net's inference on 2 CPU cores: 44 against 25 img/s; the same fp32 arithmetic, reordered)."""
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     model.eval()
-    out = []
+    model.to(memory_format=torch.channels_last)
+    last = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
+    out: dict[bool, list] = {f: [] for f in flips}
     for i in range(0, len(x), batch):
-        xb = (x[i:i + batch].to(device).float().div_(255.0) - mean) / std
-        mb = xb * m[i:i + batch].to(device).float() if model.num_streams > 1 else None
+        xb = last((x[i:i + batch].to(device).float().div_(255.0) - mean) / std)
+        mb = last(xb * m[i:i + batch].to(device).float()) if model.num_streams > 1 else None
         feat = model(*_streams(model, xb, mb)).feat.float()
-        if flip:
+        if False in out:
+            out[False].append(F.normalize(feat, dim=1).cpu())
+        if True in out:
             flipped = _streams(model, xb.flip(3), None if mb is None else mb.flip(3))
-            feat = (feat + model(*flipped).feat.float()) / 2
-        out.append(F.normalize(feat, dim=1).cpu())
-    return torch.cat(out).numpy().astype(np.float32, copy=False)
+            out[True].append(F.normalize((feat + model(*flipped).feat.float()) / 2, dim=1).cpu())
+    return {f: torch.cat(v).numpy().astype(np.float32, copy=False) for f, v in out.items()}
 
 
 def evaluate(model, bundle: Bundle, rows: np.ndarray, device: torch.device, a: argparse.Namespace,
@@ -597,21 +684,22 @@ def evaluate(model, bundle: Bundle, rows: np.ndarray, device: torch.device, a: a
                              "image_id": [bundle.image_ids[i] for i in rows],
                              "pid": bundle.pid[rows], "camid": bundle.camid[rows]})
     index = {iid: i for i, iid in enumerate(manifest.image_id)}
-    flips = {"off": [False], "on": [True], "both": [False, True]}[a.eval_flip]
+    flips = {"off": (False,), "on": (True,), "both": (False, True)}[a.eval_flip]
     out: dict = {"queries": int((manifest.role == "query").sum()), "gallery": int((manifest.role == "gallery").sum()),
+                 "multiquery": int((manifest.role == "multiquery").sum()),
                  "subset": a.max_eval_queries is not None or a.max_eval_gallery is not None,
                  "rerank": RERANK, "ap": "market", "decode_s": round(decode_s, 1)}
+    t1 = time.perf_counter()
+    feats = embed(model, x, m, device, a.eval_batch, flips)
+    out["extract_s"] = round(time.perf_counter() - t1, 1)
     for flip in flips:
-        t1 = time.perf_counter()
-        feats = embed(model, x, m, device, a.eval_batch, flip)
         t2 = time.perf_counter()
-        res = evaluate_cell(manifest, feats, index, "market", ap="market", rerank=RERANK, max_rank=MAX_RANK)
-        t3 = time.perf_counter()
+        res = evaluate_cell(manifest, feats[flip], index, "market", ap="market", rerank=RERANK, max_rank=MAX_RANK)
         tag = "_flip" if flip else ""
         for k, r in res.items():
             r.pop("cmc", None)
             out[f"{k}{tag}"] = r
-        out[f"extract_s{tag}"], out[f"metrics_s{tag}"] = round(t2 - t1, 1), round(t3 - t2, 1)
+        out[f"metrics_s{tag}"] = round(time.perf_counter() - t2, 1)
         print(f"eval{tag or ' (no flip)'}: " + ", ".join(f"{k}: {r['rank1']:.2f} / {r['mAP']:.2f}"
                                                        for k, r in res.items()), flush=True)
     return out
@@ -697,39 +785,106 @@ def _setup(a: argparse.Namespace) -> tuple[torch.device, int, Path, Bundle, floa
     return device, workers, out, bundle, load_s
 
 
+def _what(arch: str, width: float | None, summary: dict | None) -> str:
+    pre = (summary or {}).get("pretrain")
+    start = (f"pre-trained with softmax on {pre.get('dataset')}'s {pre.get('train_ids')} training ids, then "
+             "fine-tuned" if pre else "trained from scratch")
+    return (f"{arch} (width {width}) {start} on the bundle's training ids, evaluated on its query/gallery rows "
+            "(Market-1501: the official protocol), official Market AP")
+
+
 def _cells(a: argparse.Namespace, bundle: Bundle, device: torch.device, arch: str, width: float,
            summary: dict | None, results: dict | None, files: list[str], wall: dict) -> dict:
     """cells.json: the headline (rank-1 / mAP per evaluation, img/s, steps) first, then the record."""
     results = results or {}
     scored = {k: r for k, r in results.items() if isinstance(r, dict) and "rank1" in r}
     return {
-        "what": f"{arch} (width {width}) trained from scratch on the bundle's training ids, evaluated on its "
-                "query/gallery rows (Market-1501: the official protocol), official Market AP",
+        "what": _what(arch, width, summary),
         "rank1": {k: r["rank1"] for k, r in scored.items()}, "mAP": {k: r["mAP"] for k, r in scored.items()},
         "img_per_s": (summary or {}).get("img_per_s"), "steps": (summary or {}).get("steps"),
-        "device": device_name(device), "arch": arch, "width": width, "input_size": list(bundle.size),
+        # the machine that trained (a run's summary records it; weights scored later keep it)
+        "device": (summary or {}).get("device") or device_name(device),
+        "eval_device": device_name(device) if results else None,
+        "arch": arch, "width": width, "input_size": list(bundle.size),
         "torch": torch.__version__, "cuda": torch.version.cuda, "bundle": str(a.bundle), "bundle_meta": bundle.meta,
         "args": {k: v for k, v in vars(a).items() if k != "func"},
         "train": summary, "eval": results or None, "model_files": files, "wall_s": wall,
     }
 
 
+def _same_inputs(target: Bundle, other: Bundle) -> None:
+    """A pre-training bundle must feed the network what the target does: crop size and mask rule."""
+    for key in ("size", "mask_threshold", "mask_mode"):
+        if target.meta.get(key) != other.meta.get(key):
+            raise ValueError(f"{other.path} has {key} {other.meta.get(key)!r}, {target.path} has "
+                             f"{target.meta.get(key)!r}: build both bundles with the same --size and --mask-threshold")
+
+
+def pretrain_then_load(a: argparse.Namespace, rc: Recipe, target: Bundle, device: torch.device,
+                       workers: int) -> tuple[torch.nn.Module, dict]:
+    """Softmax on ``--pretrain-bundle``'s training ids, then the target model initialised from it by
+    the pipeline's own ``load_pretrained`` (trunk strict, the classifier head dropped): what the
+    ``pretrain`` -> ``finetune`` stages do, in one process."""
+    from maskreid.train import load_pretrained
+
+    t0 = time.perf_counter()
+    source = load_bundle(a.pretrain_bundle)
+    _same_inputs(target, source)
+    if not (source.role == 0).any():
+        raise ValueError(f"{a.pretrain_bundle}: no training rows to pre-train on")
+    print(f"pre-training bundle {a.pretrain_bundle}: {source.meta['counts']} rows, "
+          f"{source.meta.get('train_ids')} ids, loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+    torch.manual_seed(rc.seed)
+    pre = build_model(a.arch, num_classes=int(source.label[source.role == 0].max()) + 1, feat_dim=rc.feat_dim,
+                      width=a.width).to(device)
+    summary = train(pre, source, a, rc, rc.phases["pretrain"], device, workers, a.pretrain_steps, a.pretrain_minutes)
+    print(f"pre-trained {summary['steps']} steps ({summary['epochs']} epochs) in {summary['train_s']} s, "
+          f"{summary['img_per_s']} img/s, final loss {summary['final_loss']}", flush=True)
+    torch.manual_seed(rc.seed)
+    model = build_model(a.arch, num_classes=int(target.label[target.role == 0].max()) + 1, feat_dim=rc.feat_dim,
+                        width=a.width)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pretrain.pt"
+        torch.save(model_record(pre, source, a, rc, summary), path)
+        summary["dropped_on_load"] = load_pretrained(model, path)
+    del pre
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return model.to(device), summary
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     device, workers, out, bundle, load_s = _setup(a)
     rc = Recipe.from_params(a.params, a.set)
-    num_classes = int(bundle.label[bundle.role == 0].max()) + 1
-    torch.manual_seed(rc.seed)
-    model = build_model(a.arch, num_classes=num_classes, feat_dim=rc.feat_dim, width=a.width).to(device)
-    summary = train(model, bundle, a, rc, device, workers)
+    if a.pretrain_bundle:
+        model, pre_summary = pretrain_then_load(a, rc, bundle, device, workers)
+        phase = rc.phases["finetune"]
+    else:
+        num_classes = int(bundle.label[bundle.role == 0].max()) + 1
+        torch.manual_seed(rc.seed)
+        model = build_model(a.arch, num_classes=num_classes, feat_dim=rc.feat_dim, width=a.width).to(device)
+        pre_summary, phase = None, rc.phases["train"]
+    summary = train(model, bundle, a, rc, phase, device, workers, a.steps, a.minutes)
+    if pre_summary is not None:
+        summary["pretrain"] = pre_summary
     print(f"trained {summary['steps']} steps ({summary['epochs']} epochs) in {summary['train_s']} s, "
           f"{summary['img_per_s']} img/s, stopped by {summary['stopped_by']}", flush=True)
     # weights and a training-only cells.json first: a failure in evaluation loses neither
     files = save_model(model_record(model, bundle, a, rc, summary), out) if a.save_model else []
     wall = {"load": round(load_s, 1), "decode_train": summary["decode_s"], "train": summary["train_s"]}
+    if pre_summary is not None:
+        wall.update(decode_pretrain=pre_summary["decode_s"], pretrain=pre_summary["train_s"])
     write_json(out / "cells.json", _cells(a, bundle, device, a.arch, a.width, summary, None, files, wall))
-    t1 = time.perf_counter()
     rows = eval_rows(bundle, a.max_eval_queries, a.max_eval_gallery, rc.seed)
+    if not (bundle.role[rows] == 1).any():
+        print(f"{a.bundle} has no query rows: nothing evaluated here. Score the weights on the full bundle: "
+              f"`python {Path(__file__).name} join` the shards, then `evaluate --model ... --bundle <full>`",
+              flush=True)
+        wall["total"] = round(time.perf_counter() - t0, 1)
+        write_json(out / "cells.json", _cells(a, bundle, device, a.arch, a.width, summary, None, files, wall))
+        return 0
+    t1 = time.perf_counter()
     results = evaluate(model, bundle, rows, device, a, workers)
     wall.update(eval=round(time.perf_counter() - t1, 1), total=round(time.perf_counter() - t0, 1))
     cells = _cells(a, bundle, device, a.arch, a.width, summary, results, files, wall)
@@ -791,7 +946,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--splits", default="data/splits/market1501.parquet")
     b.add_argument("--size", type=int, nargs=2, default=[144, 56], metavar=("H", "W"))
     b.add_argument("--mask-threshold", type=float, default=0.5)
-    b.add_argument("--codec", choices=("arith", "original"), default="arith")
+    b.add_argument("--codec", choices=("arith", "original", "recode"), default="arith",
+                   help="arith: the original JPEGs, losslessly smaller; recode: resized to --size and "
+                        "JPEG-coded at --quality (lossy; for a pre-training set)")
+    b.add_argument("--quality", type=int, default=90, help="JPEG quality of --codec recode")
+    b.add_argument("--roles", default=",".join(DEFAULT_ROLES),
+                   help=f"rows to keep, of {','.join(ROLES)}: e.g. 'train' for what a GPU call trains on, "
+                        "'query,gallery,multiquery' to score returned weights here with multi-query too")
     b.add_argument("--max-mib", type=float, default=60.0, help="fail when the bundle is larger")
     b.set_defaults(func=cmd_bundle)
 
@@ -804,6 +965,12 @@ def parser() -> argparse.ArgumentParser:
                    help="the recipe (train.optim, losses.rank, sampler.pk_*, train.data, model.feat_dim, seed): "
                         "the committed real_cpu profile by default")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key")
+    r.add_argument("--pretrain-bundle", default=None,
+                   help="pre-train with softmax on this bundle's training rows first (pretrain.optim, "
+                        "pretrain.data, losses.softmax), then fine-tune on --bundle (finetune.optim, "
+                        "finetune.data, losses.rank); without it, train from scratch (train.*)")
+    r.add_argument("--pretrain-steps", type=int, default=30000, help="most pre-training steps (its cosine's length)")
+    r.add_argument("--pretrain-minutes", type=float, default=None, help="pre-training time budget")
     r.add_argument("--arch", default="maskreid_mf")
     r.add_argument("--width", type=float, default=1.0, help="DGD trunk channel multiplier (1.0 = paper)")
     r.add_argument("--amp", choices=("bf16", "none"), default="bf16", help="autocast on CUDA only")

@@ -43,8 +43,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _toy_frame(seed: int = 0) -> tuple[pd.DataFrame, dict[str, bytes]]:
-    """8 training identities x 4 crops; 6 test identities (1 query, 3 gallery each) plus junk
-    (-1) and distractors (0) in the gallery: q + g = 28 >= k1 + 1 for re-ranking. 128 x 64 JPEG
+    """8 training identities x 4 crops; 6 test identities (1 query, 3 gallery, 2 multi-query crops
+    from the query's camera each) plus junk (-1) and distractors (0) in the gallery: q + g = 28 >=
+    k1 + 1 for re-ranking. 128 x 64 JPEG
     crops with an identity colour, soft PNG masks (an ellipse) at the crop's size."""
     rng = np.random.default_rng(seed)
     rows, masks = [], {}
@@ -68,6 +69,8 @@ def _toy_frame(seed: int = 0) -> tuple[pd.DataFrame, dict[str, bytes]]:
             add(pid, k % 2, "train", k)
     for pid in range(20, 26):
         add(pid, 0, "query", 0)
+        for k in range(2):
+            add(pid, 0, "multiquery", k)
         for k in range(3):
             add(pid, 1 + k % 2, "gallery", k)
     for k in range(2):
@@ -90,7 +93,8 @@ def test_bundle_round_trips_crops_masks_and_rows(gpm, toy):
     frame, masks, path = toy
     b = gpm.load_bundle(path)
     n = len(frame)
-    assert b.size == SIZE and b.meta["n"] == n and b.meta["counts"] == {"train": 32, "query": 6, "gallery": 22}
+    assert b.size == SIZE and b.meta["n"] == n and b.meta["counts"] == {"train": 32, "query": 6, "gallery": 22,
+                                                                     "multiquery": 12}
     assert b.image_ids == frame.image_id.tolist()
     assert len(b.prefix) > 100  # the JPEG header every crop shares, stored once
     assert all(b.jpeg(i) == frame.image.iloc[i] for i in range(n))
@@ -113,6 +117,28 @@ def test_arithmetic_codec_is_lossless(gpm, tmp_path):
     b = gpm.load_bundle(tmp_path / "a.npz")
     torch.testing.assert_close(gpm.decode_rows(b, np.arange(12)),
                                decode_crops(frame.image.tolist(), frame.image_id.tolist(), SIZE))
+
+
+@pytest.mark.skipif(shutil.which("jpegtran") is None, reason="jpegtran (libjpeg-turbo-progs) not installed")
+def test_recode_codec_stores_training_sized_crops_close_to_the_originals(gpm, tmp_path):
+    """A pre-training set too large to travel as it is: each crop resized as training resizes it,
+    then JPEG at a quality; the device decodes it to that size with nothing left to resize."""
+    frame, masks = _toy_frame(2)
+    frame = frame.iloc[:12]
+    ids = frame.image_id.tolist()
+    gpm.write_bundle(tmp_path / "r.npz", gpm.build_bundle(frame, masks, size=SIZE, codec="recode", quality=90))
+    b = gpm.load_bundle(tmp_path / "r.npz")
+    assert b.meta["codec"] == "recode" and b.meta["jpeg_quality"] == 90
+    for i in range(12):  # stored at the training size, not the archive's 128 x 64
+        assert cv2.imdecode(np.frombuffer(b.jpeg(i), np.uint8), cv2.IMREAD_COLOR).shape[:2] == SIZE
+    got = gpm.decode_rows(b, np.arange(12)).float()
+    want = decode_crops(frame.image.tolist(), ids, SIZE).float()
+    err = (got - want).abs()
+    assert got.shape == want.shape and err.mean() < 8 and err.max() > 0  # JPEG error on noisy toys
+    # channels in the pipeline's order: a red/blue swap would move the identity colours far more
+    assert (got.mean((2, 3)) - want.mean((2, 3))).abs().max() < 3
+    with pytest.raises(ValueError, match="quality"):
+        gpm.build_bundle(frame, masks, size=SIZE, codec="recode", quality=0)
 
 
 def test_device_augment_masks_erases_and_is_seeded(gpm):
@@ -147,11 +173,12 @@ def _run(gpm, bundle: Path, out: Path, *extra: str) -> dict:
 def test_run_writes_finite_cells_and_features_match_extract_features(gpm, toy, tmp_path):
     frame, masks, path = toy
     cells = _run(gpm, path, tmp_path, "--steps", "3")
-    evals = {"sq", "sq_rerank", "sq_flip", "sq_rerank_flip"}
+    evals = {f"{k}{tag}" for k in ("sq", "sq_rerank", "mq_mean", "mq_max", "mq_mean_rerank") for tag in ("", "_flip")}
     assert set(cells["rank1"]) == evals and set(cells["mAP"]) == evals
     assert all(math.isfinite(v) and 0 <= v <= 100 for d in (cells["rank1"], cells["mAP"]) for v in d.values())
     assert cells["steps"] == 3 and cells["train"]["stopped_by"] == "steps" and cells["img_per_s"] > 0
     assert cells["eval"]["queries"] == 6 and cells["eval"]["gallery"] == 22 and not cells["eval"]["subset"]
+    assert cells["eval"]["multiquery"] == 12 and cells["eval"]["mq_mean_rerank"]["rerank"] is True
     assert cells["eval"]["sq_rerank"]["rerank"] is True and cells["eval"]["sq"]["ap_rule"] == "market"
     assert all(math.isfinite(v) for v in cells["wall_s"].values()) and cells["device"].startswith("cpu")
     assert math.isfinite(cells["train"]["final_loss"]) and cells["model_files"] == ["model.pt"]
@@ -162,8 +189,10 @@ def test_run_writes_finite_cells_and_features_match_extract_features(gpm, toy, t
     test = np.flatnonzero(b.role > 0)
     ref = extract_features(model, frame.iloc[test], masks, size=SIZE, device="cpu", flip=True)
     x, m = gpm.decode_rows(b, test), torch.from_numpy(b.masks[test])[:, None]
-    ours = gpm.embed(model, x, m, torch.device("cpu"), 16, flip=True)
-    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    ours = gpm.embed(model, x, m, torch.device("cpu"), 16, flips=(False, True))
+    np.testing.assert_allclose(ours[True], ref, atol=1e-5)
+    plain = extract_features(model, frame.iloc[test], masks, size=SIZE, device="cpu", flip=False)
+    np.testing.assert_allclose(ours[False], plain, atol=1e-5)
     # and `evaluate` on the saved weights scores what `run` scored
     assert gpm.main(["evaluate", "--bundle", str(path), "--model", str(tmp_path / "model.pt"),
                      "--out", str(tmp_path / "ev"), "--eval-batch", "16"]) == 0
@@ -175,15 +204,16 @@ def test_one_stream_arch_trains_and_embeds_like_extract_features(gpm, toy, tmp_p
     """dgd (no mask stream) takes the crop alone: the script must not hand it the masked image."""
     frame, masks, path = toy
     cells = _run(gpm, path, tmp_path, "--arch", "dgd", "--steps", "2", "--eval-flip", "on")
-    assert cells["arch"] == "dgd" and cells["steps"] == 2 and set(cells["rank1"]) == {"sq_flip", "sq_rerank_flip"}
+    assert cells["arch"] == "dgd" and cells["steps"] == 2
+    assert set(cells["rank1"]) == {"sq_flip", "sq_rerank_flip", "mq_mean_flip", "mq_max_flip", "mq_mean_rerank_flip"}
     model = load_model(tmp_path / "model.pt", "cpu")
     assert model.num_streams == 1
     b = gpm.load_bundle(path)
     test = np.flatnonzero(b.role > 0)
     ref = extract_features(model, frame.iloc[test], masks, size=SIZE, device="cpu", flip=True)
     ours = gpm.embed(model, gpm.decode_rows(b, test), torch.from_numpy(b.masks[test])[:, None],
-                     torch.device("cpu"), 16, flip=True)
-    np.testing.assert_allclose(ours, ref, atol=1e-5)
+                     torch.device("cpu"), 16, flips=(True,))
+    np.testing.assert_allclose(ours[True], ref, atol=1e-5)
 
 
 def test_time_budget_stops_early_and_still_evaluates_a_subset(gpm, toy, tmp_path):
@@ -191,9 +221,65 @@ def test_time_budget_stops_early_and_still_evaluates_a_subset(gpm, toy, tmp_path
     cells = _run(gpm, path, tmp_path, "--steps", "50", "--minutes", "1e-6", "--eval-flip", "off",
                  "--max-eval-queries", "3", "--max-eval-gallery", "20", "--no-save-model")
     assert cells["train"]["stopped_by"] == "time" and 1 <= cells["steps"] < 50
-    assert set(cells["rank1"]) == {"sq", "sq_rerank"} and cells["model_files"] == []
+    assert cells["train"]["log"][-1]["step"] == cells["steps"]  # the last step's loss is recorded
+    assert set(cells["rank1"]) == {"sq", "sq_rerank", "mq_mean", "mq_max", "mq_mean_rerank"}
+    assert cells["model_files"] == []
     ev = cells["eval"]
     assert ev["subset"] and ev["queries"] == 3 and 9 <= ev["gallery"] <= 20
+    assert ev["multiquery"] == 6  # the chosen queries' own multi-query crops
+
+
+@pytest.fixture(scope="module")
+def train_only(gpm, tmp_path_factory):
+    """Two bundles of training rows alone: a target (the toy's 8 ids) and a pre-training set of
+    5 other identities, as the GPU call carries them (the test rows stay here)."""
+    frame, masks = _toy_frame(0)
+    folder = tmp_path_factory.mktemp("train_only")
+    gpm.write_bundle(folder / "target.npz", gpm.build_bundle(frame[frame.role == "train"], masks, size=SIZE,
+                                                             codec="original", meta={"dataset": "toy"}))
+    other, other_masks = _toy_frame(5)
+    other = other[(other.role == "train") & (other.pid <= 5)].assign(pid=lambda f: f.pid + 100)
+    gpm.write_bundle(folder / "pre.npz", gpm.build_bundle(other, other_masks, size=SIZE, codec="original",
+                                                          meta={"dataset": "toy_pre"}))
+    return folder / "target.npz", folder / "pre.npz"
+
+
+def test_pretraining_then_fine_tuning_on_a_train_only_bundle(gpm, toy, train_only, tmp_path):
+    """--pretrain-bundle: softmax on its ids (pretrain.* sections), the target model loaded from it
+    by load_pretrained with the classifier dropped, then the ranking loss on the target (finetune.*);
+    a bundle without test rows is not evaluated, and the weights score later with ``evaluate``."""
+    target, pre = train_only
+    common = ["--steps", "3", "--eval-batch", "16"]
+    cells = _run(gpm, target, tmp_path / "ft", "--pretrain-bundle", str(pre), "--pretrain-steps", "4", *common)
+    tr = cells["train"]
+    assert tr["phase"] == "finetune" and tr["steps"] == 3 and tr["loss"]["name"] == "rank"
+    p = tr["pretrain"]
+    assert p["phase"] == "pretrain" and p["steps"] == 4 and p["dataset"] == "toy_pre" and p["train_ids"] == 5
+    assert p["loss"]["name"] == "softmax" and p["loss"]["label_smoothing"] == 0.1 and p["loss"]["softmax_weight"] == 0
+    assert p["dropped_on_load"] and all(k.startswith("classifier") for k in p["dropped_on_load"])
+    assert cells["rank1"] == {} and cells["eval"] is None and "pre-trained with softmax on toy_pre" in cells["what"]
+    assert {"pretrain", "decode_pretrain", "train", "total"} <= set(cells["wall_s"])
+    # the start is the pre-training's: the first fine-tuning losses differ from the same run from scratch
+    scratch = _run(gpm, target, tmp_path / "scratch", *common)
+    assert scratch["train"]["phase"] == "train" and "pretrain" not in scratch["train"]
+    assert tr["log"][0]["loss"] != scratch["train"]["log"][0]["loss"]
+    # the full bundle scores the weights; the record names the pre-training
+    _, _, full = toy
+    assert gpm.main(["evaluate", "--bundle", str(full), "--model", str(tmp_path / "ft" / "model.pt"),
+                     "--out", str(tmp_path / "ev"), "--eval-batch", "16", "--eval-flip", "on"]) == 0
+    ev = json.loads((tmp_path / "ev" / "cells.json").read_text())
+    assert set(ev["rank1"]) == {"sq_flip", "sq_rerank_flip", "mq_mean_flip", "mq_max_flip", "mq_mean_rerank_flip"}
+    assert ev["eval"]["queries"] == 6 and ev["eval"]["multiquery"] == 12
+    assert "pre-trained with softmax on toy_pre" in ev["what"] and ev["train"]["pretrain"]["steps"] == 4
+
+
+def test_pretraining_bundle_must_match_the_targets_inputs(gpm, train_only, tmp_path):
+    target, _ = train_only
+    frame, masks = _toy_frame(3)
+    other = frame[frame.role == "train"]
+    gpm.write_bundle(tmp_path / "big.npz", gpm.build_bundle(other, masks, size=(80, 32), codec="original"))
+    with pytest.raises(ValueError, match="size"):
+        _run(gpm, target, tmp_path / "out", "--pretrain-bundle", str(tmp_path / "big.npz"), "--steps", "1")
 
 
 def test_sharded_weights_join_into_a_loadable_model(gpm, tmp_path):

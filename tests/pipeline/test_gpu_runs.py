@@ -23,8 +23,20 @@ def test_rows_in_file_order_with_flip_averaged_scores_first(tmp_path):
     assert [r["run"] for r in rows] == ["a_mf", "b_dgd"]
     line = next(x for x in md.splitlines() if x.startswith("| a_mf "))
     cols = [c.strip() for c in line.strip("|").split("|")]
-    assert cols[:7] == ["a_mf", "maskreid_mf", "144×56", "NVIDIA H200", "11762 (58.19)", "2048.4", "376.8"]
-    assert cols[7:] == ["77.91 / 58.85", "81.91 / 73.85", "76.91 / 57.85", "80.91 / 72.85"]
+    assert cols[:8] == ["a_mf", "maskreid_mf", "144×56", "NVIDIA H200", "scratch", "11762 (58.19)", "2048.4", "376.8"]
+    assert cols[8:] == ["77.91 / 58.85", "81.91 / 73.85", "76.91 / 57.85", "80.91 / 72.85", "—", "—"]
+
+
+def test_a_pre_trained_run_names_its_start(tmp_path):
+    cells = _cells("maskreid_mf", 88.0, 70.0)
+    cells["train"]["pretrain"] = {"dataset": "dukemtmc_reid", "steps": 7000, "train_s": 209.8}
+    cells["rank1"].update(mq_mean_flip=92.5, mq_mean_rerank_flip=94.0)  # scored here with the gt_bbox crops
+    cells["mAP"].update(mq_mean_flip=80.25, mq_mean_rerank_flip=90.5)
+    (tmp_path / "pre.json").write_text(json.dumps(cells))
+    md, rows = gpu_runs_table(load_gpu_runs(tmp_path))
+    assert rows[0]["start"] == "softmax on dukemtmc_reid, 7000 steps (209.8 s)"
+    assert "| softmax on dukemtmc_reid, 7000 steps (209.8 s) | 11762 (58.19) |" in md
+    assert md.splitlines()[-1].endswith("| 92.50 / 80.25 | 94.00 / 90.50 |")
 
 
 def test_no_folder_no_section_and_a_foreign_file_is_named(tmp_path):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 # cells.json keys -> column: flip-averaged features first (as the evaluate stage makes them)
 EVALS = (("sq_flip", "single query"), ("sq_rerank_flip", "+ re-ranking"),
-         ("sq", "single query, no flip"), ("sq_rerank", "+ re-ranking, no flip"))
+         ("sq", "single query, no flip"), ("sq_rerank", "+ re-ranking, no flip"),
+         ("mq_mean_flip", "multi-query"), ("mq_mean_rerank_flip", "multi-query + re-ranking"))
 
 
 def load_gpu_runs(folder: Path) -> dict[str, dict]:
@@ -33,6 +34,14 @@ def _pair(cells: dict, key: str) -> str:
     return "—" if r is None or m is None else f"{r:.2f} / {m:.2f}"
 
 
+def _start(train: dict) -> str:
+    """Where a run's weights started: from scratch, or a softmax pre-training (``--pretrain-bundle``)."""
+    pre = train.get("pretrain")
+    if not pre:
+        return "scratch"
+    return f"softmax on {pre.get('dataset')}, {pre.get('steps')} steps ({pre.get('train_s')} s)"
+
+
 def gpu_runs_table(runs: dict[str, dict]) -> tuple[str, list[dict]]:
     """Markdown section and its JSON rows: one line per run, how it trained and what it scored."""
     if not runs:
@@ -40,16 +49,17 @@ def gpu_runs_table(runs: dict[str, dict]) -> tuple[str, list[dict]]:
     lines = ["", "## Runs on a lent GPU (benchmarks/gpu_paper_market.py, outside the DVC graph)", "",
              "Rank-1 / mAP (%), the evaluate stage's scoring on the full official protocol; "
              "`metrics/gpu/<run>.json`.", "",
-             "| run | arch | input | device | steps (epochs) | img/s | train s | "
+             "| run | arch | input | device | start | steps (epochs) | img/s | train s | "
              + " | ".join(label for _, label in EVALS) + " |",
-             "|---|---|---|---|---|---|---|" + "---|" * len(EVALS)]
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(EVALS)]
     rows = []
     for name, c in runs.items():
         t = c["train"] or {}
         size = "×".join(str(v) for v in c.get("input_size", [])) or "—"
-        lines.append(f"| {name} | {c['arch']} | {size} | {c['device']} | {t.get('steps')} ({t.get('epochs')}) | "
+        lines.append(f"| {name} | {c['arch']} | {size} | {c['device']} | {_start(t)} | "
+                     f"{t.get('steps')} ({t.get('epochs')}) | "
                      f"{t.get('img_per_s')} | {t.get('train_s')} | "
                      + " | ".join(_pair(c, key) for key, _ in EVALS) + " |")
-        rows.append({"run": name, "arch": c["arch"], "device": c["device"], "steps": t.get("steps"),
+        rows.append({"run": name, "arch": c["arch"], "device": c["device"], "start": _start(t), "steps": t.get("steps"),
                      "img_per_s": t.get("img_per_s"), "rank1": c["rank1"], "mAP": c["mAP"]})
     return "\n".join(lines) + "\n", rows
