@@ -322,6 +322,11 @@ class Bundle:
     def size(self) -> tuple[int, int]:
         return tuple(self.meta["size"])
 
+    @property
+    def num_classes(self) -> int:
+        """The classifier's width for the training rows' labels (0..C-1)."""
+        return int(self.label[self.role == 0].max()) + 1
+
     def jpeg(self, i: int) -> bytes:
         """Row i's complete encoded crop (shared header + its body + shared end)."""
         return self.prefix + self.body[self.offsets[i]:self.offsets[i + 1]].tobytes() + self.suffix
@@ -835,14 +840,12 @@ def pretrain_then_load(a: argparse.Namespace, rc: Recipe, target: Bundle, device
     print(f"pre-training bundle {a.pretrain_bundle}: {source.meta['counts']} rows, "
           f"{source.meta.get('train_ids')} ids, loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     torch.manual_seed(rc.seed)
-    pre = build_model(a.arch, num_classes=int(source.label[source.role == 0].max()) + 1, feat_dim=rc.feat_dim,
-                      width=a.width).to(device)
+    pre = build_model(a.arch, num_classes=source.num_classes, feat_dim=rc.feat_dim, width=a.width).to(device)
     summary = train(pre, source, a, rc, rc.phases["pretrain"], device, workers, a.pretrain_steps, a.pretrain_minutes)
     print(f"pre-trained {summary['steps']} steps ({summary['epochs']} epochs) in {summary['train_s']} s, "
           f"{summary['img_per_s']} img/s, final loss {summary['final_loss']}", flush=True)
     torch.manual_seed(rc.seed)
-    model = build_model(a.arch, num_classes=int(target.label[target.role == 0].max()) + 1, feat_dim=rc.feat_dim,
-                        width=a.width)
+    model = build_model(a.arch, num_classes=target.num_classes, feat_dim=rc.feat_dim, width=a.width)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pretrain.pt"
         torch.save(model_record(pre, source, a, rc, summary), path)
@@ -861,9 +864,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         model, pre_summary = pretrain_then_load(a, rc, bundle, device, workers)
         phase = rc.phases["finetune"]
     else:
-        num_classes = int(bundle.label[bundle.role == 0].max()) + 1
         torch.manual_seed(rc.seed)
-        model = build_model(a.arch, num_classes=num_classes, feat_dim=rc.feat_dim, width=a.width).to(device)
+        model = build_model(a.arch, num_classes=bundle.num_classes, feat_dim=rc.feat_dim, width=a.width).to(device)
         pre_summary, phase = None, rc.phases["train"]
     summary = train(model, bundle, a, rc, phase, device, workers, a.steps, a.minutes)
     if pre_summary is not None:

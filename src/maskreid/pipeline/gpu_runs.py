@@ -56,10 +56,11 @@ def gpu_runs_table(runs: dict[str, dict]) -> tuple[str, list[dict]]:
     for name, c in runs.items():
         t = c["train"] or {}
         size = "×".join(str(v) for v in c.get("input_size", [])) or "—"
-        lines.append(f"| {name} | {c['arch']} | {size} | {c['device']} | {_start(t)} | "
+        start = _start(t)
+        lines.append(f"| {name} | {c['arch']} | {size} | {c['device']} | {start} | "
                      f"{t.get('steps')} ({t.get('epochs')}) | "
                      f"{t.get('img_per_s')} | {t.get('train_s')} | "
                      + " | ".join(_pair(c, key) for key, _ in EVALS) + " |")
-        rows.append({"run": name, "arch": c["arch"], "device": c["device"], "start": _start(t), "steps": t.get("steps"),
+        rows.append({"run": name, "arch": c["arch"], "device": c["device"], "start": start, "steps": t.get("steps"),
                      "img_per_s": t.get("img_per_s"), "rank1": c["rank1"], "mAP": c["mAP"]})
     return "\n".join(lines) + "\n", rows
