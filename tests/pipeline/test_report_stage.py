@@ -81,3 +81,24 @@ def test_a_replicate_of_the_whole_chain_has_a_start_of_the_same_recipe():
     cells = {f"t_{n}": {"model": f"finetune/{n}", "dataset": "market1501", "masks": "market1501"}
              for n in params["finetune"]["runs"]}
     assert replicate_groups(cells, params) == {"t_f": {"t_f": "0", "t_f_s1": "1", "t_f_start1": "0, start 1"}}
+
+
+def test_ablation_groups_are_the_cells_whose_runs_differ_only_in_that_field():
+    """Arch (and seed) may differ inside a group, here in the start too; anything else splits it."""
+    from maskreid.pipeline.report import variant_groups
+
+    start = {"arch": "mnv2", "sets": ["dukemtmc_reid"], "optim": {"max_steps": 3000}}
+    run = {"dataset": "market1501", "masks": "market1501", "arch": "mnv2", "loss": "rank", "init": "p"}
+    params = {"seed": 0,
+              "pretrain": {"runs": {"p": start, "p_mf": {**start, "arch": "mnv2_mf"},
+                                    "p_mf_2k": {**start, "arch": "mnv2_mf", "optim": {"max_steps": 2000}}}},
+              "finetune": {"runs": {"f": run, "f_s1": {**run, "seed": 1},
+                                    "f_mf": {**run, "arch": "mnv2_mf", "init": "p_mf"},
+                                    "f_mf_2k": {**run, "arch": "mnv2_mf", "init": "p_mf_2k"},   # another start
+                                    "f_mf_triplet": {**run, "arch": "mnv2_mf", "init": "p_mf", "loss": "triplet"}}}}
+    cells = {f"t_{n}": {"model": f"finetune/{n}", "dataset": "market1501", "masks": "market1501"}
+             for n in params["finetune"]["runs"]}
+    assert variant_groups(cells, params, "arch") == {
+        "t_f": {"mnv2": {"t_f": "0", "t_f_s1": "1"}, "mnv2_mf": {"t_f_mf": "0"}}}
+    assert variant_groups(cells, params, "loss") == {
+        "t_f_mf": {"rank": {"t_f_mf": "0"}, "triplet": {"t_f_mf_triplet": "0"}}}

@@ -15,6 +15,10 @@ from maskreid.pipeline.gpu_runs import gpu_runs_table, load_gpu_runs
 from maskreid.pipeline.train import RUN_SECTIONS, run_of, start_run
 from maskreid.report.replicates import replicate_table
 from maskreid.report.validation import validation_table
+from maskreid.report.variants import variant_table
+
+ABLATIONS = (("arch", "Masks and fusion: one recipe trained with each arch"),
+             ("loss", "Losses: one recipe trained with each loss"))
 
 def run_report(_key: str, params: dict) -> dict:
     from maskreid.report import build_report, load_cells
@@ -26,6 +30,11 @@ def run_report(_key: str, params: dict) -> dict:
     if groups:
         rep_md, js["replicates"] = replicate_table(groups, cells)
         md = md.rstrip("\n") + "\n" + "\n".join(rep_md) + "\n"
+    for field, title in ABLATIONS:
+        groups = variant_groups(cell_params, params, field)
+        if groups:
+            var_md, js[f"by_{field}"] = variant_table(title, field, groups, cells)
+            md = md.rstrip("\n") + "\n" + "\n".join(var_md) + "\n"
     val = validation_rows(params)
     if val:
         md += validation_table(val)
@@ -42,26 +51,50 @@ def run_report(_key: str, params: dict) -> dict:
     return js
 
 
+def _recipes(cell_params: dict, params: dict, drop: tuple[str, ...]):
+    """(cell, run, start, recipe key) for every cell with a known run; the key is the run's kind,
+    the cell's dataset and masks, and every run key but ``drop``, with ``init`` replaced by the
+    start's recipe (also without ``drop``): a chain re-made from another start is the same recipe."""
+    for name, cell in cell_params.items():
+        kind, run = run_of(cell.get("model", ""), params)
+        if not run:
+            continue
+        start = start_run(run, params)
+        recipe = {k: v for k, v in run.items() if k not in drop}
+        if start:  # the pre-training's recipe, not its name
+            recipe["init"] = {k: v for k, v in start.items() if k not in drop}
+        yield name, run, start, json.dumps([kind, cell.get("dataset"), cell.get("masks"), recipe],
+                                           sort_keys=True, default=str)
+
+
+def _seed_label(run: dict, start: dict, default: int) -> str:
+    label = str(int(run.get("seed", default)))
+    if int(start.get("seed", default)) != default:
+        label += f", start {int(start['seed'])}"
+    return label
+
+
 def replicate_groups(cell_params: dict, params: dict) -> dict[str, dict[str, str]]:
     """Cells whose models are the same run but for ``seed`` (same kind, dataset, masks and every
     other run key), their ``init`` pre-trainings the same run but for theirs: first cell ->
     {cell: its seed, and its start's where that is not the profile's}, for groups of two or more."""
     default = int(get(params, "seed", 0))
     groups: dict[str, dict[str, str]] = {}
-    for name, cell in cell_params.items():
-        kind, run = run_of(cell.get("model", ""), params)
-        if not run:
-            continue
-        start = start_run(run, params)
-        recipe = {k: v for k, v in run.items() if k != "seed"}
-        if start:  # a replicate of the whole chain: the pre-training's recipe, not its name
-            recipe["init"] = {k: v for k, v in start.items() if k != "seed"}
-        key = json.dumps([kind, cell.get("dataset"), cell.get("masks"), recipe], sort_keys=True, default=str)
-        label = str(int(run.get("seed", default)))
-        if int(start.get("seed", default)) != default:
-            label += f", start {int(start['seed'])}"
-        groups.setdefault(key, {})[name] = label
+    for name, run, start, key in _recipes(cell_params, params, ("seed",)):
+        groups.setdefault(key, {})[name] = _seed_label(run, start, default)
     return {next(iter(g)): g for g in groups.values() if len(g) > 1}
+
+
+def variant_groups(cell_params: dict, params: dict, field: str) -> dict[str, dict[str, dict[str, str]]]:
+    """Cells whose runs differ only in ``field`` (``arch``, ``loss``) and seed, their starts likewise:
+    first cell -> {value: {cell: seed label}}, for recipes run with two or more values. Why: an
+    ablation is read across runs that share everything else, which the cell names only suggest."""
+    default = int(get(params, "seed", 0))
+    groups: dict[str, dict[str, dict[str, str]]] = {}
+    for name, run, start, key in _recipes(cell_params, params, ("seed", field)):
+        value = str(run.get(field))
+        groups.setdefault(key, {}).setdefault(value, {})[name] = _seed_label(run, start, default)
+    return {next(iter(next(iter(g.values())))): g for g in groups.values() if len(g) > 1}
 
 
 def validation_rows(params: dict, results_dir: Path = REPORTS / "validate") -> dict[str, dict]:

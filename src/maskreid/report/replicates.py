@@ -12,7 +12,7 @@ from typing import Any
 EVALS = (("sq", "single query"), ("sq_rerank", "+ re-ranking"), ("mq_mean", "multi-query (mean)"))
 
 
-def _spread(values: list[float]) -> str:
+def spread(values: list[float]) -> str:
     """``mean (min–max)``, or the one value."""
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -37,6 +37,6 @@ def replicate_table(groups: dict[str, dict[str, str]], cells: dict[str, dict[str
             if len(got) != len(ran):
                 continue
             r1, mAP = [g["rank1"] for g in got], [g["mAP"] for g in got]
-            lines.append(f"| {names} | {label} | {len(got)} | {_spread(r1)} | {_spread(mAP)} |")
+            lines.append(f"| {names} | {label} | {len(got)} | {spread(r1)} | {spread(mAP)} |")
             rows.append({"group": first, "cells": ran, "eval": key, "rank1": r1, "mAP": mAP})
     return lines, rows
