@@ -29,12 +29,12 @@ def run_report(_key: str, params: dict) -> dict:
     groups = replicate_groups(cell_params, params)
     if groups:
         rep_md, js["replicates"] = replicate_table(groups, cells)
-        md = md.rstrip("\n") + "\n" + "\n".join(rep_md) + "\n"
+        md = _append(md, rep_md)
     for field, title in ABLATIONS:
         groups = variant_groups(cell_params, params, field)
         if groups:
             var_md, js[f"by_{field}"] = variant_table(title, field, groups, cells)
-            md = md.rstrip("\n") + "\n" + "\n".join(var_md) + "\n"
+            md = _append(md, var_md)
     val = validation_rows(params)
     if val:
         md += validation_table(val)
@@ -49,6 +49,11 @@ def run_report(_key: str, params: dict) -> dict:
     runs = {kind: list(get(params, key, {}) or {}) for kind, key in RUN_SECTIONS.items()}
     collect_plots(list(cell_params), runs, REPORTS / "cmc", Path("dvclive"), REPORTS / "curves")
     return js
+
+
+def _append(md: str, lines: list[str]) -> str:
+    """A section's lines after the report so far, one newline between them."""
+    return md.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
 
 def _recipes(cell_params: dict, params: dict, drop: tuple[str, ...]):

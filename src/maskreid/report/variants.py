@@ -21,7 +21,7 @@ def variant_table(title: str, field: str, groups: dict[str, dict[str, dict[str, 
                   cells: dict[str, dict[str, Any]]) -> tuple[list[str], list[dict]]:
     """``groups``: first cell -> {value of ``field``: {cell: seed label}}. One row per group, value
     and evaluation: rank-1 and mAP as mean (min–max) over that value's cells that ran; a value with
-    no cell run reads 'not run'. An evaluation is shown for a group only where every value has it."""
+    no cell run reads 'not run'. An evaluation is shown for a group only where every cell that ran has it."""
     lines = ["", f"## {title}", "",
              f"| recipe (first cell) | {field} | cells (seed) | eval | n | rank-1 mean (min–max) | mAP mean (min–max) |",
              "|---|---|---|---|---|---|---|"]
