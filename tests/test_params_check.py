@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from maskreid.config import ParamsError, compose_params
-from maskreid.params_check import (ARCHS, AP_RULES, LOSSES, SEG_AUGMENTS, SEG_BACKENDS, SEG_WEIGHTS, check_params, mask_problems,
+from maskreid.params_check import (ARCHS, AP_RULES, CACHEABLE_PREFIX, LOSSES, SEG_AUGMENTS, SEG_BACKENDS, SEG_WEIGHTS, check_params, mask_problems,
                                    problems, segment_problems)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +64,7 @@ def test_allowed_sets_match_the_library():
     from maskreid.evaluate.metrics import AP_RULES as LIB_AP
     from maskreid.losses.metric import LOSSES as LIB_LOSSES
     from maskreid.models.networks import ARCHS as LIB_ARCHS
+    from maskreid.models.networks import CACHEABLE_PREFIX as LIB_PREFIX
     from maskreid.segment.base import BACKENDS
     from maskreid.segment.ensemble import ENSEMBLE
     from maskreid.segment.parsing_data import AUGMENTS
@@ -73,6 +74,7 @@ def test_allowed_sets_match_the_library():
     assert set(SEG_BACKENDS) == set(BACKENDS) | {ENSEMBLE} == set(SEG_WEIGHTS)
     assert set(AP_RULES) == set(LIB_AP)
     assert SEG_AUGMENTS == AUGMENTS
+    assert CACHEABLE_PREFIX == LIB_PREFIX
 
 
 def _masked(**over):
@@ -183,3 +185,25 @@ def test_validation_runs_from_a_pretrained_model_are_checked_like_the_others():
                                                    "model": {"last_stride": 3}}}}}
     keys = sorted(line.split(" = ")[0] for line in problems(params))
     assert keys == ["validate.finetune_runs.a.model.last_stride", "validate.finetune_runs.a.val_ids"]
+
+
+def test_a_cached_prefix_needs_arrays_and_a_cacheable_frozen_prefix():
+    from maskreid.params_check import prefix_problems
+
+    params = {"finetune": {"data": {"arrays": False},
+                           "runs": {"no_arrays": {"model": {"frozen_blocks": 4}, "data": {"cached_prefix": True}},
+                                    "arrays": {"model": {"frozen_blocks": 4},
+                                               "data": {"cached_prefix": True, "arrays": True}},
+                                    "off": {"model": {"frozen_blocks": 2}}}},
+              "train": {"data": {"arrays": True, "cached_prefix": True},  # the profile's own: runs inherit it
+                        "runs": {"t": {"model": {"frozen_blocks": 4}}, "t0": {}}},
+              # validation runs train as train runs do: train.data's arrays reach them
+              "validate": {"finetune_runs": {"v": {"model": {"frozen_blocks": 7}, "data": {"cached_prefix": True}},
+                                             "v4": {"model": {"frozen_blocks": 4}}}}}
+    assert prefix_problems(params) == [
+        "finetune.runs.no_arrays: data.cached_prefix needs data.arrays: true",
+        "train.runs.t0: data.cached_prefix needs model.frozen_blocks in 3..6, got 0",
+        "validate.finetune_runs.v: data.cached_prefix needs model.frozen_blocks in 3..6, got 7"]
+    bad = problems({"finetune": {"runs": {"r": {"data": {"cached_prefix": "yes", "pad": -1}}}}})
+    assert sorted(line.split(" = ")[0] for line in bad) == ["finetune.runs.r.data.cached_prefix",
+                                                           "finetune.runs.r.data.pad"]

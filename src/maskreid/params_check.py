@@ -19,6 +19,7 @@ from maskreid.config import ParamsError, get
 
 ARCHS = ("dgd", "maskreid_m", "maskreid_mf", "resnet50_m", "resnet50_mf", "mnv2", "mnv2_m", "mnv2_mf")
 LOSSES = ("npair", "rank", "softmax", "triplet")
+CACHEABLE_PREFIX = (3, 6)  # the model.frozen_blocks whose prefix data.cached_prefix can cache
 SAMPLERS = ("maskreid", "pk", "shuffle")
 SEG_BACKENDS = ("ensemble", "grabcut", "ground_truth", "onnx", "smp", "torchvision")
 AP_RULES = ("market", "mean")
@@ -115,6 +116,7 @@ _OPTIM = {
 
 # the params sections that hold training runs (a validation run is a train run plus keys of its own)
 RUN_SECTIONS = ("pretrain.runs", "finetune.runs", "train.runs", "validate.runs", "validate.finetune_runs")
+_DATA = {"pad": integer(0), "erase_p": number(0, 1), "arrays": boolean, "cached_prefix": boolean}
 
 RULES: dict[str, Check] = {
     "seed": integer(0),
@@ -144,7 +146,8 @@ RULES: dict[str, Check] = {
     "sampler.pk_k": integer(2),
     **{f"{kind}.optim.{k}": c for kind in ("pretrain", "finetune", "train") for k, c in _OPTIM.items()},
     **{f"{kind}.data.{k}": c for kind in ("pretrain", "finetune", "train")
-       for k, c in (("pad", integer(0)), ("erase_p", number(0, 1)), ("arrays", boolean))},
+       for k, c in _DATA.items()},
+    **{f"{runs}.*.data.{k}": c for runs in RUN_SECTIONS for k, c in _DATA.items()},
     # a validation run is a train run with a few keys of its own (maskreid.pipeline.validate)
     **{f"{runs}.*.{k}": c for runs in RUN_SECTIONS
        for k, c in (("loss", one_of(*LOSSES)), ("arch", one_of(*ARCHS)), ("sampler", optional(one_of(*SAMPLERS))),
@@ -313,9 +316,30 @@ def leak_problems(params: dict) -> list[str]:
     return out
 
 
+def prefix_problems(params: dict) -> list[str]:
+    """A run that caches its frozen prefix (``data.cached_prefix``) needs decoded arrays and a
+    ``model.frozen_blocks`` whose prefix ends after the streams' join and before the low level."""
+    lo, hi = CACHEABLE_PREFIX
+    out = []
+    for section in RUN_SECTIONS:
+        kind = "train" if section.startswith("validate.") else section.split(".")[0]  # validation trains as train runs do
+        for key, run in (get(params, section, None) or {}).items():
+            run = run if isinstance(run, dict) else {}
+            data = {**(get(params, f"{kind}.data", None) or {}), **(run.get("data") or {})}
+            if not data.get("cached_prefix"):
+                continue
+            frozen = (run.get("model") or {}).get("frozen_blocks", 0)
+            if not data.get("arrays"):
+                out.append(f"{section}.{key}: data.cached_prefix needs data.arrays: true")
+            if not (isinstance(frozen, int) and lo <= frozen <= hi):
+                out.append(f"{section}.{key}: data.cached_prefix needs model.frozen_blocks in {lo}..{hi}, "
+                           f"got {frozen}")
+    return out
+
+
 def check_params(params: dict) -> None:
     """Raise ``ParamsError`` listing every bad value (the caller prints it as one message)."""
     bad = (problems(params) + segment_problems(params) + mask_problems(params) + init_problems(params)
-           + leak_problems(params))
+           + leak_problems(params) + prefix_problems(params))
     if bad:
         raise ParamsError("params.yaml has values outside their allowed range:\n  " + "\n  ".join(bad))

@@ -70,6 +70,15 @@ def test_frozen_blocks_is_passed_on_only_when_a_mnv2_run_sets_it(params):
         _args(params, {"dataset": "market1501", "arch": "maskreid_mf", "loss": "rank", "model": {"frozen_blocks": 4}})
 
 
+def test_a_runs_data_options_go_over_the_profiles_and_only_set_keys_are_passed_on(params):
+    base = _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank"})
+    assert "cached_prefix" not in base["data_cfg"]  # a run without it records what it did before
+    a = _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "data": {"cached_prefix": True}})
+    assert a["data_cfg"] == {**base["data_cfg"], "cached_prefix": True}
+    with pytest.raises(ParamsError, match=r"data keys \['cache_prefix'\]"):
+        _args(params, {"dataset": "market1501", "arch": "mnv2", "loss": "rank", "data": {"cache_prefix": True}})
+
+
 def test_a_replicate_differs_from_its_run_by_the_seed_alone(params):
     base = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank"})
     rep = _args(params, {"dataset": "market1501", "arch": "mnv2_mf", "loss": "rank", "seed": 1})

@@ -117,7 +117,10 @@ class _MultiStreamNet(nn.Module):
                 *more: torch.Tensor) -> ModelOutput:
         """x, masked (and further streams in ``self.streams`` order): [B,3,H,W] float tensors."""
         inputs = self._check_inputs(x, masked, more)
-        levels = self.level_outputs(self.stem(inputs))
+        return self.head(self.level_outputs(self.stem(inputs)))
+
+    def head(self, levels: list[torch.Tensor]) -> ModelOutput:
+        """The levels' outputs -> the embedding (pooled last level, or the fusing layer) and logits."""
         if self.fuse:
             pooled = [self.proj[k](torch.flatten(F.adaptive_avg_pool2d(t, 1), 1))
                       for k, t in zip(self.level_names, levels)]
@@ -288,6 +291,30 @@ class MobileNetReID(_MultiStreamNet):
     def stem(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         return self.merge(torch.cat([s(t) for s, t in zip(self.stems, inputs)], 1))
 
+    def check_cacheable_prefix(self) -> None:
+        """The frozen prefix can be computed once per image (``maskreid.train.prefix_cache``) when it
+        ends after the streams' join and before the low level's output, which the fusing layer pools."""
+        if not CACHEABLE_PREFIX[0] <= self.frozen_blocks <= CACHEABLE_PREFIX[1]:
+            raise ValueError(
+                f"{self.arch}: a cached frozen prefix needs model.frozen_blocks in {CACHEABLE_PREFIX[0]}.."
+                f"{CACHEABLE_PREFIX[1]} (after the streams' join, before the low level's output), "
+                f"got {self.frozen_blocks}")
+
+    def prefix(self, x: torch.Tensor, masked: torch.Tensor | None = None, *more: torch.Tensor) -> torch.Tensor:
+        """Feature modules 0..frozen_blocks-1 (the frozen ones) on the streams' inputs, joined."""
+        self.check_cacheable_prefix()
+        h = self.stem(self._check_inputs(x, masked, more))
+        return self.levels["low"][:self.frozen_blocks - 2](h)
+
+    def forward_from_prefix(self, h: torch.Tensor) -> ModelOutput:
+        """``forward`` from ``prefix``'s output: the trained modules and the head only."""
+        self.check_cacheable_prefix()
+        low = self.levels["low"][self.frozen_blocks - 2:](h)
+        mid = self.levels["mid"](low)
+        return self.head([low, mid, self.levels["high"](mid)])
+
+
+CACHEABLE_PREFIX = (3, 6)  # MobileNetReID.frozen_blocks whose prefix maskreid.train.prefix_cache can cache
 
 
 def build_model(arch: str, num_classes: int | None = None, feat_dim: int = 256,

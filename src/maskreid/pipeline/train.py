@@ -7,7 +7,7 @@ from pathlib import Path
 from maskreid.config import ParamsError, get
 from maskreid.io import write_json
 from maskreid.pipeline import IMAGES, MASKS, METRICS, MODELS, SPLITS
-from maskreid.train import DEFAULT_SAMPLER
+from maskreid.train import DATA_DEFAULTS, DEFAULT_SAMPLER
 
 
 def _train_frame(datasets: list[str], trial: int = 0, test_identities: bool = False):
@@ -61,9 +61,10 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
 
     A run may name its ``sampler`` (``shuffle`` | ``maskreid`` | ``pk``); the default follows the
     loss (``maskreid.train.DEFAULT_SAMPLER``): the paper's 1 x P + N batch for the ranking loss.
-    A run may also override keys of ``<kind>.optim``, ``model`` and ``input`` with its own ``optim`` /
-    ``model`` / ``input`` mappings (e.g. a longer schedule or larger crops for one headline run; ``optim``
-    may also set any other option of the training loop), and the profile's ``seed`` with its own
+    A run may also override keys of ``<kind>.optim``, ``<kind>.data``, ``model`` and ``input`` with
+    its own ``optim`` / ``data`` / ``model`` / ``input`` mappings (e.g. a longer schedule or larger
+    crops for one headline run; ``optim`` may also set any other option of the training loop,
+    ``data`` any of ``maskreid.train.DATA_DEFAULTS``), and the profile's ``seed`` with its own
     (a replicate, to measure run-to-run noise): the stage declares ``<kind>.runs.<key>``, so such an
     override re-runs that run alone.
     """
@@ -93,7 +94,11 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
     trunk_only = {"frozen_blocks": 0} if arch.startswith("mnv2") else {}
     overridden({**model_cfg, **trunk_only}, run.get("model"), f"{kind}.runs: model")  # refuses unknown keys
     model_cfg = {**model_cfg, **(run.get("model") or {})}
-    data = get(params, f"{kind}.data", None)
+    # the profile's training-data options, and a run's own (``data: {cached_prefix: true}``) over them;
+    # only keys someone set reach the model's record, so a run without them records what it did before
+    data = dict(get(params, f"{kind}.data", None) or {})
+    overridden({**DATA_DEFAULTS, **data}, run.get("data"), f"{kind}.runs: data")  # refuses unknown keys
+    data.update(run.get("data") or {})
     return dict(
         train_frame=frame,
         masks=_masks_for(mask_dirs),
@@ -103,7 +108,7 @@ def train_args(kind: str, run: dict, frame, mask_dirs: list[Path], loss: str, in
         sampler_cfg=sampler_cfg,
         optim_cfg=optim,
         init_from=init,
-        data_cfg={"size": size, "mask_mode": mask["mode"], "mask_threshold": mask["threshold"], **(data or {})},
+        data_cfg={"size": size, "mask_mode": mask["mode"], "mask_threshold": mask["threshold"], **data},
         model_cfg=model_cfg,
     )
 

@@ -26,7 +26,7 @@ from maskreid.pipeline import IMAGES, MODELS, REPORTS, SPLITS
 from maskreid.pipeline.train import masks_dir, overridden, train_args
 
 RUN_KEYS = {"val_ids", "val_seed", "loss_options", "init"}  # a validation run's own keys, beside a train run's
-TRAIN_RUN_KEYS = {"dataset", "masks", "arch", "loss", "sampler", "optim", "model", "input", "seed"}
+TRAIN_RUN_KEYS = {"dataset", "masks", "arch", "loss", "sampler", "optim", "data", "model", "input", "seed"}
 
 
 def validation_params(run: dict, params: dict) -> dict:

@@ -33,8 +33,11 @@ from maskreid.train.loop import (
     flush_denormals,
     training_device,
 )
+from maskreid.train.prefix_cache import FromPrefix, PrefixFeatureDataset
 
 MODEL_NAME = "model.pt"
+# data_cfg's training-data options beyond size and mask (a profile's ``<kind>.data``, a run's ``data``)
+DATA_DEFAULTS = {"arrays": False, "pad": 10, "erase_p": 0.5, "cached_prefix": False}
 # which batch a loss needs when sampler_cfg does not say: softmax is plain shuffled batches,
 # the ranking and N-pair losses the MaskReID 1xP+N batch, the batch-hard triplet P x K
 DEFAULT_SAMPLER = {"softmax": "shuffle", "rank": "maskreid", "npair": "maskreid", "triplet": "pk"}
@@ -123,7 +126,9 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
     params.yaml (``lambda``, ``softmax_weight``...), read by ``Objective.from_config``.
     sampler_cfg: ``kind`` (default by loss, see ``DEFAULT_SAMPLER``) and
     its sizes. optim_cfg: ``fit``'s options (see ``maskreid.train.loop``). data_cfg: ``size``
-    (H, W), ``mask_mode``, ``mask_threshold``. model_cfg: ``feat_dim``, ``dropout``, ``streams``.
+    (H, W), ``mask_mode``, ``mask_threshold``; ``arrays`` (decode once, ``ArrayDataset``) with ``pad``
+    and ``erase_p``; ``cached_prefix`` (the frozen prefix computed once, ``prefix_cache``).
+    model_cfg: ``feat_dim``, ``dropout``, ``streams``.
     Under torchrun every rank calls this; rank 0 alone logs to ``live_dir`` and writes.
     """
     from maskreid.losses import Objective
@@ -148,6 +153,12 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
     seed = int(optim_cfg.get("seed", DEFAULTS["seed"]))
     torch.manual_seed(seed)  # model init is part of the run's reproducibility
     model = build_model(arch, num_classes=num_classes, **model_cfg)
+    cached_prefix = bool(data_cfg.get("cached_prefix"))
+    if cached_prefix:  # refused before any crop is decoded
+        if not data_cfg.get("arrays") or not hasattr(model, "check_cacheable_prefix"):
+            raise ValueError(f"{arch}: data.cached_prefix needs data.arrays and an mnv2 arch with "
+                             "model.frozen_blocks (the frozen prefix is what it caches)")
+        model.check_cacheable_prefix()
     if init_from is not None:
         load_pretrained(model, init_from)
 
@@ -161,12 +172,15 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
     if data_cfg.get("arrays"):  # decoded once, batch-augmented (flip, pad-crop, random erasing)
         dataset = ArrayDataset(frame, masks, size=size, train=True, mask_mode=mask_mode,
                                mask_threshold=mask_threshold, need_masked=two_stream,
-                               mask_source=mask_source, pad=int(data_cfg.get("pad", 10)),
-                               erase_p=float(data_cfg.get("erase_p", 0.5)))
+                               mask_source=mask_source, pad=int(data_cfg.get("pad", DATA_DEFAULTS["pad"])),
+                               erase_p=float(data_cfg.get("erase_p", DATA_DEFAULTS["erase_p"])))
     else:
         dataset = ReIDDataset(frame, masks, size=size, train=True, mask_mode=mask_mode,
                               mask_threshold=mask_threshold, need_masked=two_stream,
                               mask_source=mask_source)
+    fit_model = model
+    if cached_prefix:  # the frozen modules' features computed once, from the start model's weights
+        dataset, fit_model = PrefixFeatureDataset(dataset, model), FromPrefix(model)
     kind = sampler_cfg.pop("kind", DEFAULT_SAMPLER.get(loss_name))
     sampler = build_batch_sampler(labels, kind, sampler_cfg, seed, info.rank, info.world_size)
 
@@ -184,7 +198,7 @@ def train_model(train_frame: pd.DataFrame, masks: dict[str, bytes] | None, arch:
         live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False,
                     resume=(out_dir / CHECKPOINT_NAME).exists())
     try:
-        summary = fit(model, objective.loss, dataset, sampler, cfg, out_dir, live=live)
+        summary = fit(fit_model, objective.loss, dataset, sampler, cfg, out_dir, live=live)
     finally:
         if live is not None:
             live.end()

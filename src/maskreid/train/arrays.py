@@ -122,13 +122,21 @@ class ArrayDataset:
         """Random erasing on [0, 1] images, filled with the ImageNet mean (0 once normalised)."""
         n, _, h, w = x.shape
         fill = self.mean.view(3, 1, 1)
-        for i, (u, a, r, py, px) in enumerate(torch.rand(n, 5, generator=g).tolist()):
-            if u >= self.erase_p:
-                continue
-            area = h * w * (0.02 + a * (0.4 - 0.02))
-            aspect = math.exp(math.log(0.3) + r * (math.log(1 / 0.3) - math.log(0.3)))
-            eh = min(h, max(1, int(round(math.sqrt(area * aspect)))))
-            ew = min(w, max(1, int(round(math.sqrt(area / aspect)))))
-            y0, x0 = int(py * (h - eh + 1)), int(px * (w - ew + 1))
+        for i, y0, eh, x0, ew in erase_boxes(n, h, w, self.erase_p, g):
             x[i, :, y0:y0 + eh, x0:x0 + ew] = fill
         return x
+
+
+def erase_boxes(n: int, h: int, w: int, erase_p: float, g: torch.Generator) -> list[tuple[int, int, int, int, int]]:
+    """Random erasing's boxes ``(sample, y0, height, x0, width)`` for ``n`` maps of ``h`` x ``w``:
+    each sample with probability ``erase_p``, area 2-40 %, aspect 0.3-3.3 (Zhong et al. 2020)."""
+    boxes = []
+    for i, (u, a, r, py, px) in enumerate(torch.rand(n, 5, generator=g).tolist()):
+        if u >= erase_p:
+            continue
+        area = h * w * (0.02 + a * (0.4 - 0.02))
+        aspect = math.exp(math.log(0.3) + r * (math.log(1 / 0.3) - math.log(0.3)))
+        eh = min(h, max(1, int(round(math.sqrt(area * aspect)))))
+        ew = min(w, max(1, int(round(math.sqrt(area / aspect)))))
+        boxes.append((i, int(py * (h - eh + 1)), eh, int(px * (w - ew + 1)), ew))
+    return boxes
