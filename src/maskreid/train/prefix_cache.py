@@ -62,45 +62,27 @@ class PrefixFeatureDataset:
         net.check_cacheable_prefix()
         if not arrays.train:
             raise ValueError("PrefixFeatureDataset augments training batches: pass an ArrayDataset with train=True")
-        self.arrays, self.labels = arrays, arrays.labels
-        self.pad, self.erase_p = arrays.pad, arrays.erase_p
-        two_stream = net.num_streams > 1
-        if two_stream and arrays.m is None:
+        if net.num_streams > 1 and arrays.m is None:
             raise ValueError(f"{net.arch} takes the masked image: the ArrayDataset has no masks")
+        # only what batches need is kept: the decoded crops are freed once their features are cached
+        self.labels, self.erase_p = arrays.labels, arrays.erase_p
         was_training = net.training
         net.eval()
         try:
             with torch.no_grad():
-                h, w = arrays.size
-                zero = torch.zeros(1, 3, h, w)
-                probe = net.prefix(*([zero] * net.num_streams))
+                (h, w), p = arrays.size, arrays.pad
+                probe = net.prefix(*[torch.zeros(1, 3, h, w)] * net.num_streams)
                 self.crop = tuple(probe.shape[-2:])
-                centre = probe[0, :, self.crop[0] // 2, self.crop[1] // 2]
-                self.fill = centre.view(1, -1, 1, 1)  # an erased (mean-coloured) patch's interior
-                self.feats = None
-                for start in range(0, len(arrays), chunk):
-                    part = self._prefix(net, start, min(start + chunk, len(arrays)), two_stream)
-                    if self.feats is None:
-                        self.feats = torch.empty((len(arrays), *part.shape[1:]), dtype=torch.float16)
-                    self.feats[start:start + len(part)] = part
+                # an erased (mean-coloured) patch's interior
+                self.fill = probe[0, :, self.crop[0] // 2, self.crop[1] // 2].view(1, -1, 1, 1)
+                padded = net.prefix(*[torch.zeros(1, 3, h + 2 * p, w + 2 * p)] * net.num_streams)
+                self.padded = tuple(padded.shape[-2:])
+                self.feats = torch.empty((len(arrays), 2, padded.shape[1], *self.padded), dtype=torch.float16)
+                for lo in range(0, len(arrays), chunk):
+                    hi = min(lo + chunk, len(arrays))
+                    self.feats[lo:hi] = _mirrored_prefix(net, arrays, lo, hi)
         finally:
             net.train(was_training)
-        self.padded = tuple(self.feats.shape[-2:])
-
-    def _prefix(self, net: nn.Module, lo: int, hi: int, two_stream: bool) -> torch.Tensor:
-        """Crops lo..hi-1, zero-padded (black, as ``ArrayDataset`` pads) and mirrored -> float16 features."""
-        a = self.arrays
-        p = self.pad
-        x = nn.functional.pad(a.x[lo:hi].float().div_(255.0), (p, p, p, p))
-        x = (x - a.mean) / a.std
-        masked = ()
-        if two_stream:
-            m = nn.functional.pad(a.m[lo:hi].float().div_(255.0), (p, p, p, p))
-            if a.mask_mode == "binary":
-                m = (m >= a.mask_threshold).float()
-            masked = (x * m,)
-        both = [net.prefix(x, *masked), net.prefix(x.flip(-1), *(t.flip(-1) for t in masked))]
-        return torch.stack(both, 1).to(torch.float16)
 
     def __len__(self) -> int:
         return len(self.feats)
@@ -127,3 +109,19 @@ class PrefixFeatureDataset:
         for i, y0, eh, x0, ew in erase_boxes(n, ch, cw, self.erase_p, g):
             h[i, :, y0:y0 + eh, x0:x0 + ew] = self.fill[0]
         return h
+
+
+def _mirrored_prefix(net: nn.Module, arrays: ArrayDataset, lo: int, hi: int) -> torch.Tensor:
+    """Crops lo..hi-1, zero-padded (black, as ``ArrayDataset`` pads), as is and mirrored -> float16
+    ``[hi - lo, 2, C, Hp, Wp]`` prefix features."""
+    p = arrays.pad
+    x = nn.functional.pad(arrays.x[lo:hi].float().div_(255.0), (p, p, p, p))
+    x = (x - arrays.mean) / arrays.std
+    masked = ()
+    if net.num_streams > 1:
+        m = nn.functional.pad(arrays.m[lo:hi].float().div_(255.0), (p, p, p, p))
+        if arrays.mask_mode == "binary":
+            m = (m >= arrays.mask_threshold).float()
+        masked = (x * m,)
+    both = [net.prefix(x, *masked), net.prefix(x.flip(-1), *(t.flip(-1) for t in masked))]
+    return torch.stack(both, 1).to(torch.float16)
