@@ -84,21 +84,22 @@ class ArrayDataset:
         return len(self.x)
 
     def __getitem__(self, batch):
-        pairs = [b if isinstance(b, tuple) else (b, None) for b in batch]
-        idx = torch.tensor([i for i, _ in pairs], dtype=torch.int64)
+        idx, seed = batch_rows(batch)
         x = self.x[idx].float().div_(255.0)
         m = self.m[idx].float().div_(255.0) if self.m is not None else None
         if self.train:
-            seed = pairs[0][1] if pairs[0][1] is not None else int(torch.randint(0, 2**62, ()).item())
-            x, m = self._augment(x, m, torch.Generator().manual_seed(int(seed)))
+            x, m = self._augment(x, m, batch_generator(seed))
+        x, masked = self.model_inputs(x, m)
+        return x, (torch.empty(0) if masked is None else masked), self.labels[idx]
+
+    def model_inputs(self, x: torch.Tensor, m: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[0, 1] crops (and masks) -> the normalised crop and the masked crop (None without masks)."""
         x = (x - self.mean) / self.std
         if m is None:
-            masked = torch.empty(0)
-        else:
-            if self.mask_mode == "binary":
-                m = (m >= self.mask_threshold).float()
-            masked = x * m
-        return x, masked, self.labels[idx]
+            return x, None
+        if self.mask_mode == "binary":
+            m = (m >= self.mask_threshold).float()
+        return x, x * m
 
     def _augment(self, x: torch.Tensor, m: torch.Tensor | None, g: torch.Generator):
         n, _, h, w = x.shape
@@ -125,6 +126,21 @@ class ArrayDataset:
         for i, y0, eh, x0, ew in erase_boxes(n, h, w, self.erase_p, g):
             x[i, :, y0:y0 + eh, x0:x0 + ew] = fill
         return x
+
+
+def batch_rows(batch) -> tuple[torch.Tensor, int | None]:
+    """A batch sampler's items (indices, or ``(index, seed)`` pairs) -> the index tensor and the
+    batch's seed (None when the sampler gives none)."""
+    pairs = [b if isinstance(b, tuple) else (b, None) for b in batch]
+    return torch.tensor([i for i, _ in pairs], dtype=torch.int64), pairs[0][1]
+
+
+def batch_generator(seed: int | None) -> torch.Generator:
+    """The batch's augmentation draws: seeded by the sampler (a run resumes exactly), else a fresh
+    seed from torch's global generator."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, ()).item())
+    return torch.Generator().manual_seed(int(seed))
 
 
 def erase_boxes(n: int, h: int, w: int, erase_p: float, g: torch.Generator) -> list[tuple[int, int, int, int, int]]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from maskreid.models.networks import ModelOutput
-from maskreid.train.arrays import ArrayDataset, erase_boxes
+from maskreid.train.arrays import ArrayDataset, batch_generator, batch_rows, erase_boxes
 
 
 class FromPrefix(nn.Module):
@@ -88,10 +88,8 @@ class PrefixFeatureDataset:
         return len(self.feats)
 
     def __getitem__(self, batch):
-        pairs = [b if isinstance(b, tuple) else (b, None) for b in batch]
-        idx = torch.tensor([i for i, _ in pairs], dtype=torch.int64)
-        seed = pairs[0][1] if pairs[0][1] is not None else int(torch.randint(0, 2**62, ()).item())
-        g = torch.Generator().manual_seed(int(seed))
+        idx, seed = batch_rows(batch)
+        g = batch_generator(seed)
         n = len(idx)
         flip = (torch.rand(n, generator=g) < 0.5).long()
         (ch, cw), (ph, pw) = self.crop, self.padded
@@ -116,12 +114,8 @@ def _mirrored_prefix(net: nn.Module, arrays: ArrayDataset, lo: int, hi: int) -> 
     ``[hi - lo, 2, C, Hp, Wp]`` prefix features."""
     p = arrays.pad
     x = nn.functional.pad(arrays.x[lo:hi].float().div_(255.0), (p, p, p, p))
-    x = (x - arrays.mean) / arrays.std
-    masked = ()
-    if net.num_streams > 1:
-        m = nn.functional.pad(arrays.m[lo:hi].float().div_(255.0), (p, p, p, p))
-        if arrays.mask_mode == "binary":
-            m = (m >= arrays.mask_threshold).float()
-        masked = (x * m,)
+    m = nn.functional.pad(arrays.m[lo:hi].float().div_(255.0), (p, p, p, p)) if net.num_streams > 1 else None
+    x, masked = arrays.model_inputs(x, m)
+    masked = () if masked is None else (masked,)
     both = [net.prefix(x, *masked), net.prefix(x.flip(-1), *(t.flip(-1) for t in masked))]
     return torch.stack(both, 1).to(torch.float16)
